@@ -1,0 +1,238 @@
+// Package blobstore is a content-addressed directory of immutable files:
+//
+//	<dir>/<2 hex>/<64 hex>     the bytes whose SHA-256 is the file name
+//
+// Content is written to a temporary file in a caller-chosen staging directory
+// while it is hashed, fsynced, renamed into place, and the parent directory is
+// fsynced, so a blob path either does not exist or holds exactly its content.
+// Identical content is stored once. The package knows nothing about entries or
+// reference counts; deciding when a blob may be removed is the caller's job.
+package blobstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// Store is a blob directory.
+type Store struct {
+	dir string
+}
+
+// New returns the store rooted at dir. Nothing is created until a blob is.
+func New(dir string) *Store { return &Store{dir: dir} }
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// ValidDigest reports whether d is 64 lowercase hex characters.
+func ValidDigest(d string) bool {
+	if len(d) != sha256.Size*2 {
+		return false
+	}
+	for _, c := range d {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Path returns where the blob with digest d lives (whether or not it exists).
+func (s *Store) Path(d string) string {
+	return filepath.Join(s.dir, d[:2], d)
+}
+
+// Stat returns the size of blob d; a missing blob is an fs.ErrNotExist error.
+func (s *Store) Stat(d string) (int64, error) {
+	if !ValidDigest(d) {
+		return 0, fmt.Errorf("blob %q: not a sha256 digest", d)
+	}
+	fi, err := os.Stat(s.Path(d))
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// Remove deletes blob d; a blob that is already gone is not an error.
+func (s *Store) Remove(d string) error {
+	if !ValidDigest(d) {
+		return fmt.Errorf("remove blob %q: not a sha256 digest", d)
+	}
+	if err := os.Remove(s.Path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// Writer hashes and stages one blob. Call Commit to install it or Abort to
+// drop it; both are safe to call after the other.
+type Writer struct {
+	s    *Store
+	f    *os.File
+	h    hash.Hash
+	n    int64
+	done bool
+}
+
+// NewWriter starts a blob whose bytes are staged in stagingDir, which must be
+// on the same filesystem as the store (rename is what makes a blob appear).
+func (s *Store) NewWriter(stagingDir string) (*Writer, error) {
+	f, err := os.CreateTemp(stagingDir, "blob-*")
+	if err != nil {
+		return nil, fmt.Errorf("stage blob: %w", err)
+	}
+	return &Writer{s: s, f: f, h: sha256.New()}, nil
+}
+
+// Write adds p to the blob.
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("write staged blob %s: %w", w.f.Name(), err)
+	}
+	return n, nil
+}
+
+// Size returns how many bytes have been written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Commit makes the blob durable and visible and returns its digest and size.
+func (w *Writer) Commit() (digest string, size int64, err error) {
+	if w.done {
+		return "", 0, errors.New("blob writer already finished")
+	}
+	w.done = true
+	tmp := w.f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if err := w.f.Chmod(0o444); err != nil {
+		w.f.Close()
+		return "", 0, fmt.Errorf("chmod staged blob %s: %w", tmp, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		w.f.Close()
+		return "", 0, fmt.Errorf("fsync staged blob %s: %w", tmp, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return "", 0, fmt.Errorf("close staged blob %s: %w", tmp, err)
+	}
+	digest = hex.EncodeToString(w.h.Sum(nil))
+	final := w.s.Path(digest)
+	if fi, err := os.Stat(final); err == nil && fi.Size() == w.n {
+		return digest, w.n, nil // already stored: identical content by construction
+	}
+	sub := filepath.Dir(final)
+	if _, err := os.Stat(sub); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			return "", 0, fmt.Errorf("create blob directory %s: %w", sub, err)
+		}
+		if err := syncDir(w.s.dir); err != nil {
+			return "", 0, err
+		}
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", 0, fmt.Errorf("install blob %s: %w", digest, err)
+	}
+	if err := syncDir(sub); err != nil {
+		return "", 0, err
+	}
+	return digest, w.n, nil
+}
+
+// Abort drops the staged bytes.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// Ingest copies r into a new blob staged in stagingDir.
+func (s *Store) Ingest(stagingDir string, r io.Reader) (digest string, size int64, err error) {
+	w, err := s.NewWriter(stagingDir)
+	if err != nil {
+		return "", 0, err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		w.Abort()
+		return "", 0, err
+	}
+	return w.Commit()
+}
+
+// Walk calls fn for every file under the store that is named like a blob,
+// with its size. Other files are passed to foreign (may be nil) so callers can
+// report or quarantine them.
+func (s *Store) Walk(fn func(digest string, size int64) error, foreign func(path string) error) error {
+	err := filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == s.dir && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		name := d.Name()
+		if d.Type().IsRegular() && ValidDigest(name) && filepath.Base(filepath.Dir(p)) == name[:2] {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			return fn(name, fi.Size())
+		}
+		if foreign != nil {
+			return foreign(p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("walk blobs in %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Verify re-hashes blob d and reports a mismatch as an error.
+func (s *Store) Verify(d string) error {
+	f, err := os.Open(s.Path(d))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("read blob %s: %w", d, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != d {
+		return fmt.Errorf("blob %s: content hashes to %s", d, got)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	// Some filesystems cannot fsync a directory (EINVAL); their renames are
+	// then as durable as they get.
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

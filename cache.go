@@ -1,0 +1,272 @@
+// Package kcache is a cache of built Linux kernels: boot images and their
+// vmlinux, stored once and looked up many times by test harnesses, often by
+// many processes at once.
+//
+// A cache root holds a bbolt index beside a content-addressed blob directory:
+//
+//	<root>/index.db                 the index (package index)
+//	<root>/blobs/sha256/<2>/<64>    immutable content (package blobstore)
+//	<root>/.locks/<key>.lock        one flock target per entry key; never deleted
+//	<root>/.tmp/<id>/, <id>.lock    a writer's staging directory and the lock it
+//	                                holds while alive
+//
+// This package owns the protocols — the order of writes and which locks are
+// held when — and nothing else. The one write path is Store: validate, take
+// the entry's exclusive lock, stage and ingest every blob (fsynced and renamed
+// into place), then commit one index transaction that points the key at them.
+// A crash at any step leaves either the old state or unreferenced files that
+// a sweep recognises; never a record pointing at missing or partial bytes.
+//
+// The index is opened per operation and closed right after (bbolt holds an
+// flock on the file while it is open), so a harness that holds an entry for
+// minutes holds only the entry's shared lock (AcquireShared), not the index.
+//
+// Blob paths returned by Lookup stay valid until the entry is replaced or
+// removed. A reader that must not race a replacement either holds the shared
+// lock while it reads or opens the files with OpenEntry, which retries when a
+// replacement removed a blob between the lookup and the open.
+package kcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kcache/kcache/blobstore"
+	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/lock"
+)
+
+// Default waits, as in ktstr: a reader still blocked after 10 s has met a
+// stuck writer; a writer must outwait test runs that hold the entry.
+const (
+	DefaultSharedTimeout    = 10 * time.Second
+	DefaultExclusiveTimeout = 60 * time.Second
+	DefaultIndexTimeout     = 10 * time.Second
+)
+
+// lastUsedInterval is how stale last_used may get before a lookup rewrites
+// it; coarse so that lookups stay read-only almost always.
+const lastUsedInterval = time.Hour
+
+var (
+	// ErrNotFound: no entry under the key.
+	ErrNotFound = errors.New("not found")
+	// ErrInUse: the entry's lock is held by someone else.
+	ErrInUse = lock.ErrContended
+	// ErrIndexBusy: the index file stayed locked for the whole timeout.
+	ErrIndexBusy = index.ErrBusy
+	// ErrIndexCorrupt: the index file cannot be read safely.
+	ErrIndexCorrupt = index.ErrCorrupt
+	// ErrCorruptEntry is matched by every *CorruptError.
+	ErrCorruptEntry = errors.New("corrupt entry")
+)
+
+// Options tune a Cache. The zero value gives the defaults.
+type Options struct {
+	// IndexTimeout bounds the wait for the index file's lock.
+	IndexTimeout time.Duration
+	// StoreLockTimeout bounds Store's wait for the entry's exclusive lock.
+	StoreLockTimeout time.Duration
+	// Warn receives one-line warnings (unstripped vmlinux, failed cleanups).
+	// Nil means os.Stderr.
+	Warn io.Writer
+}
+
+// Cache is a cache root. Creating one touches nothing on disk.
+type Cache struct {
+	root  string
+	opt   Options
+	blobs *blobstore.Store
+}
+
+// Open returns the cache at root. Nothing is created until the first write.
+func Open(root string, opt *Options) *Cache {
+	c := &Cache{root: root, blobs: blobstore.New(filepath.Join(root, "blobs", "sha256"))}
+	if opt != nil {
+		c.opt = *opt
+	}
+	if c.opt.IndexTimeout <= 0 {
+		c.opt.IndexTimeout = DefaultIndexTimeout
+	}
+	if c.opt.StoreLockTimeout <= 0 {
+		c.opt.StoreLockTimeout = DefaultExclusiveTimeout
+	}
+	if c.opt.Warn == nil {
+		c.opt.Warn = os.Stderr
+	}
+	return c
+}
+
+// OpenDefault opens the cache at ResolveRoot().
+func OpenDefault(opt *Options) (*Cache, error) {
+	root, err := ResolveRoot()
+	if err != nil {
+		return nil, err
+	}
+	return Open(root, opt), nil
+}
+
+// Root returns the cache root directory.
+func (c *Cache) Root() string { return c.root }
+
+// IndexPath returns the index file's path.
+func (c *Cache) IndexPath() string { return filepath.Join(c.root, "index.db") }
+
+// LockPath returns the lock file of an entry key (the key is not validated).
+func (c *Cache) LockPath(key string) string {
+	return filepath.Join(c.root, ".locks", key+".lock")
+}
+
+// BlobPath returns where the blob with the given sha256 hex digest lives.
+func (c *Cache) BlobPath(digest string) string { return c.blobs.Path(digest) }
+
+func (c *Cache) warnf(format string, args ...any) {
+	fmt.Fprintf(c.opt.Warn, "kcache: warning: "+format+"\n", args...)
+}
+
+// NotFoundError names the key that has no entry.
+type NotFoundError struct{ Key string }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("no cache entry %q; `kcache list` shows what is cached", e.Key)
+}
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// CorruptError is an entry that is indexed but cannot be used. Kind is one of
+// the documented error_kind words: malformed, schema_drift (the record does
+// not decode), image_missing, vmlinux_missing (a blob file is gone),
+// image_size_mismatch, vmlinux_size_mismatch (a blob file has the wrong size).
+type CorruptError struct {
+	Key    string
+	Kind   string
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("cache entry %q is corrupt (%s): %s; remove it with `kcache rm %s` and store it again", e.Key, e.Kind, e.Reason, e.Key)
+}
+
+// Is makes errors.Is(err, ErrCorruptEntry) true.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorruptEntry }
+
+// IndexBusyError is an index that another process kept locked.
+type IndexBusyError struct {
+	Path    string
+	Waited  time.Duration
+	Holders []lock.Holder
+}
+
+func (e *IndexBusyError) Error() string {
+	return fmt.Sprintf("index %s stayed locked by another process for %s; holders:\n%s\nwait for them to finish, or stop them if they hang",
+		e.Path, e.Waited, lock.FormatHolders(e.Holders))
+}
+
+// Is makes errors.Is(err, ErrIndexBusy) true.
+func (e *IndexBusyError) Is(target error) bool { return target == index.ErrBusy }
+
+// openIndex opens the index for one operation and explains failures.
+func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
+	if !readOnly {
+		if err := os.MkdirAll(c.root, 0o755); err != nil {
+			return nil, fmt.Errorf("create cache root %s: %w", c.root, err)
+		}
+	}
+	db, err := index.Open(c.IndexPath(), index.Options{ReadOnly: readOnly, Timeout: c.opt.IndexTimeout})
+	if err != nil {
+		return nil, c.explainIndexErr(err)
+	}
+	return db, nil
+}
+
+func (c *Cache) explainIndexErr(err error) error {
+	switch {
+	case errors.Is(err, index.ErrBusy):
+		holders, _ := lock.Holders(c.IndexPath())
+		return &IndexBusyError{Path: c.IndexPath(), Waited: c.opt.IndexTimeout, Holders: holders}
+	case errors.Is(err, index.ErrCorrupt):
+		return fmt.Errorf("%w; move %s aside to start an empty index (blobs and their manifests stay on disk, so a rebuild can recover the entries)", err, c.IndexPath())
+	}
+	return err
+}
+
+// view runs fn in a read-only transaction. ok is false when there is no index
+// yet (an empty cache); fn is not called then.
+func (c *Cache) view(fn func(*index.Tx) error) (ok bool, err error) {
+	db, err := c.openIndex(true)
+	if errors.Is(err, index.ErrNoIndex) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	if err := db.View(fn); err != nil {
+		return true, c.explainIndexErr(err)
+	}
+	return true, nil
+}
+
+// update runs fn in a read-write transaction. Blobs that fn reports released
+// are removed after the commit while the index is still held, so no
+// concurrent writer can take a new reference to a blob between the commit
+// and the removal (Tx.Put checks that unreferenced blobs exist).
+func (c *Cache) update(fn func(*index.Tx) (released []string, err error)) error {
+	db, err := c.openIndex(false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var released []string
+	if err := db.Update(func(tx *index.Tx) error {
+		var err error
+		released, err = fn(tx)
+		return err
+	}); err != nil {
+		return c.explainIndexErr(err)
+	}
+	for _, d := range released {
+		if err := c.blobs.Remove(d); err != nil {
+			c.warnf("%v (the sweep will retry)", err)
+		}
+	}
+	return nil
+}
+
+// acquire validates key and takes its entry lock.
+func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout time.Duration) (*lock.Lock, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	return lock.Acquire(ctx, c.LockPath(key), mode, timeout, fmt.Sprintf("cache entry %q", key))
+}
+
+// AcquireShared takes key's lock shared, waiting up to timeout (0 means
+// DefaultSharedTimeout). Hold it while a VM boots the entry: Store, Remove
+// and GC wait for or skip entries held this way.
+func (c *Cache) AcquireShared(key string, timeout time.Duration) (*lock.Lock, error) {
+	if timeout <= 0 {
+		timeout = DefaultSharedTimeout
+	}
+	return c.acquire(context.Background(), key, lock.Shared, timeout)
+}
+
+// AcquireExclusive takes key's lock exclusively, waiting up to timeout (0
+// means DefaultExclusiveTimeout).
+func (c *Cache) AcquireExclusive(key string, timeout time.Duration) (*lock.Lock, error) {
+	if timeout <= 0 {
+		timeout = DefaultExclusiveTimeout
+	}
+	return c.acquire(context.Background(), key, lock.Exclusive, timeout)
+}
+
+// TryAcquireExclusive makes one attempt at key's exclusive lock.
+func (c *Cache) TryAcquireExclusive(key string) (*lock.Lock, error) {
+	return c.acquire(context.Background(), key, lock.Exclusive, 0)
+}

@@ -1,0 +1,161 @@
+package kcache
+
+import (
+	"fmt"
+	"hash/crc32"
+	"os"
+	"time"
+
+	"github.com/kcache/kcache/index"
+)
+
+// Source says where a kernel's source came from (tarball, git or local).
+type Source = index.Source
+
+// Metadata is what the caller of Store says about a kernel; it matches the
+// fields of ktstr's metadata.json that the caller (not the cache) decides.
+type Metadata struct {
+	Version                *string // kernel version, tarball builds
+	Source                 Source
+	Arch                   string  // x86_64, aarch64, ...
+	ImageName              string  // bzImage, Image, ...
+	ConfigHash             *string // CRC-32 of the final .config, 8 lowercase hex
+	BuiltAt                string  // RFC 3339; stored as YYYY-MM-DDTHH:MM:SSZ
+	KconfigHash            *string // CRC-32 of the kconfig fragment, 8 lowercase hex
+	SourceVmlinuxSize      *uint64
+	SourceVmlinuxMtimeSecs *int64
+}
+
+// CRC32Hex returns the CRC-32 (IEEE) of data as ktstr writes it: 8 lowercase
+// hex digits. It is the hash of config_hash and kconfig_hash.
+func CRC32Hex(data []byte) string { return fmt.Sprintf("%08x", crc32.ChecksumIEEE(data)) }
+
+// CRC32File is CRC32Hex of a file's contents.
+func CRC32File(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return CRC32Hex(data), nil
+}
+
+// NormalizeBuiltAt turns an RFC 3339 time into the fixed 20-byte UTC form
+// (YYYY-MM-DDTHH:MM:SSZ) that sorts as text.
+func NormalizeBuiltAt(s string) (string, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return "", fmt.Errorf("built_at %q is not an RFC 3339 time (e.g. 2026-04-18T10:00:00Z): %w", s, err)
+	}
+	return t.UTC().Format("2006-01-02T15:04:05Z"), nil
+}
+
+// check validates the metadata and fills defaults, returning a copy.
+func (m Metadata) check() (Metadata, error) {
+	if err := ValidateImageName(m.ImageName); err != nil {
+		return m, err
+	}
+	if m.Arch == "" {
+		return m, fmt.Errorf("metadata: arch is required")
+	}
+	switch m.Source.Type {
+	case "tarball":
+		if m.Source.GitHash != nil || m.Source.Ref != nil || m.Source.SourceTreePath != nil {
+			return m, fmt.Errorf("metadata: a tarball source has no git hash, ref or source tree")
+		}
+	case "git":
+		if m.Source.SourceTreePath != nil {
+			return m, fmt.Errorf("metadata: a git source has no source tree path (use source type local)")
+		}
+	case "local":
+		if m.Source.Ref != nil {
+			return m, fmt.Errorf("metadata: a local source has no ref (use source type git)")
+		}
+	default:
+		return m, fmt.Errorf("metadata: source type %q is not one of tarball, git, local", m.Source.Type)
+	}
+	for name, h := range map[string]*string{"config_hash": m.ConfigHash, "kconfig_hash": m.KconfigHash} {
+		if h != nil && !validHash8(*h) {
+			return m, fmt.Errorf("metadata: %s %q is not 8 lowercase hex digits (a CRC-32)", name, *h)
+		}
+	}
+	if (m.SourceVmlinuxSize == nil) != (m.SourceVmlinuxMtimeSecs == nil) {
+		return m, fmt.Errorf("metadata: source vmlinux size and mtime are set together or not at all")
+	}
+	if m.BuiltAt == "" {
+		m.BuiltAt = time.Now().UTC().Format("2006-01-02T15:04:05Z")
+	} else {
+		at, err := NormalizeBuiltAt(m.BuiltAt)
+		if err != nil {
+			return m, err
+		}
+		m.BuiltAt = at
+	}
+	return m, nil
+}
+
+// Entry is a usable cache entry: its record and where its blobs are.
+type Entry struct {
+	index.Record
+	ImagePath   string // the boot image
+	VmlinuxPath string // the vmlinux, "" when the entry has none
+	Pinned      bool
+}
+
+// Kconfig status words, as ktstr's list shows them.
+const (
+	KconfigMatches   = "matches"
+	KconfigStale     = "stale"
+	KconfigUntracked = "untracked"
+)
+
+// KconfigStatus compares the entry's kconfig hash with current: "" when
+// current is "" (nothing to compare with), else matches, stale or untracked
+// (the entry recorded no hash; not treated as stale).
+func (e *Entry) KconfigStatus(current string) string {
+	switch {
+	case current == "":
+		return ""
+	case e.KconfigHash == nil:
+		return KconfigUntracked
+	case *e.KconfigHash == current:
+		return KconfigMatches
+	}
+	return KconfigStale
+}
+
+// entryFrom fills in blob paths and checks that the blobs are there with the
+// recorded sizes; a missing or wrong-size blob makes the entry corrupt.
+func (c *Cache) entryFrom(rec *index.Record, pinned bool) (*Entry, error) {
+	e := &Entry{Record: *rec, ImagePath: c.blobs.Path(rec.Image.Digest), Pinned: pinned}
+	if err := c.checkBlob(rec.Key, "image", rec.ImageName, rec.Image); err != nil {
+		return nil, err
+	}
+	if rec.Vmlinux != nil {
+		e.VmlinuxPath = c.blobs.Path(rec.Vmlinux.Digest)
+		if err := c.checkBlob(rec.Key, "vmlinux", "vmlinux", *rec.Vmlinux); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+func (c *Cache) checkBlob(key, role, name string, b index.Blob) error {
+	size, err := c.blobs.Stat(b.Digest)
+	switch {
+	case os.IsNotExist(err):
+		return &CorruptError{Key: key, Kind: role + "_missing",
+			Reason: fmt.Sprintf("%s file %s missing from the blob store (sha256 %s)", role, name, b.Digest)}
+	case err != nil:
+		return &CorruptError{Key: key, Kind: role + "_unreadable",
+			Reason: fmt.Sprintf("%s file %s: %v", role, name, err)}
+	case size != b.Size:
+		return &CorruptError{Key: key, Kind: role + "_size_mismatch",
+			Reason: fmt.Sprintf("%s file %s is %d bytes, the index recorded %d (sha256 %s)", role, name, size, b.Size, b.Digest)}
+	}
+	return nil
+}
+
+// corruptFromDecode turns an undecodable index record into a CorruptError.
+func corruptFromDecode(key string, err *index.DecodeError) *CorruptError {
+	return &CorruptError{Key: key, Kind: err.Kind, Reason: "index record " + err.Detail}
+}

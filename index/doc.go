@@ -1,0 +1,46 @@
+// Package index is kcache's bbolt schema: which buckets exist, what their keys
+// and values are, and the few read and write operations the cache needs. It
+// knows nothing about files; blob digests are opaque strings to it.
+//
+// # Bucket tree
+//
+//	meta/
+//	    schema_version   -> uint32, big endian (SchemaVersion)
+//	    created_at       -> RFC 3339 UTC timestamp of the index's creation
+//	    kconfig_hash     -> the current kconfig hash (8 lowercase hex); absent when unset
+//	entries/
+//	    <cache key>      -> msgpack Record (map encoding, a tag on every field)
+//	by_time/
+//	    <built_at> 0x00 <cache key> -> empty
+//	                        built_at is the fixed-width 20-byte UTC string, so byte order
+//	                        is time order; a reverse cursor yields newest first without
+//	                        decoding any record (Tx.Newest)
+//	blobs/
+//	    <64 hex sha256>  -> msgpack BlobRef {size, refs}: how many entries reference
+//	                        the blob (image, vmlinux and manifest each count once)
+//	pins/
+//	    <cache key>      -> msgpack Pin {pinned_at, note}
+//
+// # Rules
+//
+//   - Values are small: no blob bytes live in bbolt.
+//   - Every record is also written to the blob directory as a manifest
+//     (EncodeManifest), so the index is a view that can be rebuilt from disk.
+//   - Refcounts change only inside Put and Delete, in the same transaction as
+//     the record they belong to; a blob whose count reaches zero is deleted from
+//     blobs/ and returned to the caller, which removes its file after commit.
+//   - A schema newer than SchemaVersion is refused (ErrSchemaTooNew).
+//
+// # Opening
+//
+// bbolt holds an flock(2) on the file for as long as it is open: exclusive for
+// read-write, shared for read-only, and a read-only open waits for a writer.
+// So callers open per operation and close right after, always with a timeout;
+// a timeout is ErrBusy and the caller names the holders. Walking paths turn a
+// memory fault (truncated file) or a bbolt panic (damaged page) into ErrCorrupt.
+//
+// Not here, deliberately: an "ingests" bucket. A writer's staging directory is
+// guarded by a lock file it holds while alive, and a crashed writer is
+// recognised by taking that lock; an index record would cost a second
+// read-write transaction per store and would itself be stale after a crash.
+package index

@@ -1,0 +1,482 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the index layout this package reads and writes.
+const SchemaVersion = 1
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketEntries = []byte("entries")
+	bucketByTime  = []byte("by_time")
+	bucketBlobs   = []byte("blobs")
+	bucketPins    = []byte("pins")
+
+	keySchema  = []byte("schema_version")
+	keyCreated = []byte("created_at")
+	keyKconfig = []byte("kconfig_hash")
+)
+
+var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketByTime, bucketBlobs, bucketPins}
+
+var (
+	// ErrBusy means the index file stayed locked by another process for the
+	// whole timeout.
+	ErrBusy = errors.New("index is locked by another process")
+	// ErrCorrupt means the index file cannot be read safely.
+	ErrCorrupt = errors.New("index corrupt")
+	// ErrSchemaTooNew means the file was written by a newer kcache.
+	ErrSchemaTooNew = errors.New("index schema is newer than this kcache")
+	// ErrNotFound means there is no record under the key.
+	ErrNotFound = errors.New("not found")
+	// ErrNoIndex means a read-only open found no index file: an empty cache.
+	ErrNoIndex = errors.New("no index file")
+)
+
+// Options control Open.
+type Options struct {
+	ReadOnly bool
+	// Timeout bounds the wait for another process's lock on the file. Zero
+	// means DefaultTimeout; bbolt's own "0 = forever" is never used.
+	Timeout time.Duration
+}
+
+// DefaultTimeout is the wait for the index lock when Options.Timeout is zero.
+const DefaultTimeout = 10 * time.Second
+
+// DB is an open index file.
+type DB struct {
+	bolt *bolt.DB
+	path string
+}
+
+// Path returns the index file's path.
+func (d *DB) Path() string { return d.path }
+
+// Open opens the index at path. A read-write open of a missing file creates
+// it; a read-only open of a missing file returns ErrNoIndex.
+func Open(path string, opt Options) (db *DB, err error) {
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+		if opt.ReadOnly {
+			return nil, ErrNoIndex
+		}
+		if err := create(path); err != nil {
+			return nil, err
+		}
+	}
+	defer recoverCorrupt(path, &err)
+	b, err := bolt.Open(path, 0o644, &bolt.Options{
+		ReadOnly:     opt.ReadOnly,
+		Timeout:      opt.Timeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		switch {
+		case errors.Is(err, bolterrors.ErrTimeout):
+			return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrBusy, opt.Timeout)
+		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+			errors.Is(err, bolterrors.ErrVersionMismatch):
+			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	db = &DB{bolt: b, path: path}
+	if err := db.View(func(tx *Tx) error { return tx.checkSchema() }); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// create makes a new, fully initialised index file and links it into place,
+// so no reader ever sees a half-initialised file (bbolt's first write is its
+// one unsafe window). Losing a race to another creator is fine.
+func create(path string) error {
+	tmp := fmt.Sprintf("%s.new-%d-%d", path, os.Getpid(), time.Now().UnixNano())
+	defer os.Remove(tmp)
+	b, err := bolt.Open(tmp, 0o644, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return fmt.Errorf("create index %s: %w", tmp, err)
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion)); err != nil {
+			return err
+		}
+		return m.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339)))
+	})
+	if cerr := b.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("initialise index %s: %w", tmp, err)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("install index %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Close closes the file and releases bbolt's lock on it.
+func (d *DB) Close() error {
+	if err := d.bolt.Close(); err != nil {
+		return fmt.Errorf("close index %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// View runs fn in a read-only transaction.
+func (d *DB) View(fn func(*Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverCorrupt(d.path, &err)
+	return d.bolt.View(func(btx *bolt.Tx) error {
+		tx := &Tx{tx: btx}
+		if err := d.checkSize(btx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// Update runs fn in a read-write transaction that commits if fn returns nil.
+func (d *DB) Update(fn func(*Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverCorrupt(d.path, &err)
+	return d.bolt.Update(func(btx *bolt.Tx) error {
+		if err := d.checkSize(btx); err != nil {
+			return err
+		}
+		return fn(&Tx{tx: btx})
+	})
+}
+
+// checkSize refuses a file shorter than its meta page says: reading past the
+// end of the mapping would kill the process with SIGBUS.
+func (d *DB) checkSize(btx *bolt.Tx) error {
+	fi, err := os.Stat(d.path)
+	if err != nil {
+		return fmt.Errorf("stat index %s: %w", d.path, err)
+	}
+	if fi.Size() < btx.Size() {
+		return fmt.Errorf("%w: %s is %d bytes but its header says %d (truncated)", ErrCorrupt, d.path, fi.Size(), btx.Size())
+	}
+	return nil
+}
+
+// recoverCorrupt turns a panic from bbolt or a memory fault while walking the
+// mapping into ErrCorrupt.
+func recoverCorrupt(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: reading %s failed: %v", ErrCorrupt, path, r)
+	}
+}
+
+// Tx is a transaction on the index.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+func (t *Tx) bucket(name []byte) (*bolt.Bucket, error) {
+	b := t.tx.Bucket(name)
+	if b == nil {
+		return nil, fmt.Errorf("%w: bucket %q is missing", ErrCorrupt, name)
+	}
+	return b, nil
+}
+
+func (t *Tx) checkSchema() error {
+	m, err := t.bucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	v := m.Get(keySchema)
+	if len(v) != 4 {
+		return fmt.Errorf("%w: schema_version is missing or malformed", ErrCorrupt)
+	}
+	if n := binary.BigEndian.Uint32(v); n > SchemaVersion {
+		return fmt.Errorf("%w: file has schema %d, this kcache reads up to %d; upgrade kcache", ErrSchemaTooNew, n, SchemaVersion)
+	}
+	for _, name := range allBuckets {
+		if _, err := t.bucket(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Schema returns the file's schema version and creation time.
+func (t *Tx) Schema() (version uint32, createdAt string) {
+	m := t.tx.Bucket(bucketMeta)
+	if v := m.Get(keySchema); len(v) == 4 {
+		version = binary.BigEndian.Uint32(v)
+	}
+	return version, string(m.Get(keyCreated))
+}
+
+// Get returns the record stored under key, ErrNotFound, or a *DecodeError.
+func (t *Tx) Get(key string) (*Record, error) {
+	v := t.tx.Bucket(bucketEntries).Get([]byte(key))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	return decodeRecord(key, v)
+}
+
+// Count returns the number of entries.
+func (t *Tx) Count() int { return t.tx.Bucket(bucketEntries).Stats().KeyN }
+
+// ForEach calls fn for every entry in key order. A record that does not
+// decode is passed with a *DecodeError and a nil record.
+func (t *Tx) ForEach(fn func(key string, rec *Record, err error) error) error {
+	return t.tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+		rec, err := decodeRecord(string(k), v)
+		return fn(string(k), rec, err)
+	})
+}
+
+// Newest calls fn with up to n keys, newest built_at first (ties in reverse
+// key order), reading only the by_time bucket. n <= 0 means all.
+func (t *Tx) Newest(n int, fn func(key, builtAt string) error) error {
+	c := t.tx.Bucket(bucketByTime).Cursor()
+	i := 0
+	for k, _ := c.Last(); k != nil && (n <= 0 || i < n); k, _ = c.Prev() {
+		at, key, ok := bytes.Cut(k, []byte{0})
+		if !ok {
+			return fmt.Errorf("%w: by_time key %q has no separator", ErrCorrupt, k)
+		}
+		if err := fn(string(key), string(at)); err != nil {
+			return err
+		}
+		i++
+	}
+	return nil
+}
+
+func timeKey(builtAt, key string) []byte {
+	return append(append([]byte(builtAt), 0), key...)
+}
+
+// Put stores rec under rec.Key, replacing any previous record. It takes a
+// reference on each blob of rec and drops those of the previous record; it
+// returns the digests whose count reached zero, which the caller must delete
+// from disk after the commit. exists reports whether a blob's file is present;
+// it is called for blobs the index has no reference to yet, so a blob removed
+// by a concurrent writer is caught here instead of being recorded as present.
+func (t *Tx) Put(rec *Record, exists func(digest string) bool) (released []string, err error) {
+	if err := rec.check(); err != nil {
+		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
+	}
+	blobs := t.tx.Bucket(bucketBlobs)
+	for _, d := range rec.Digests() {
+		if blobs.Get([]byte(d)) == nil && !exists(d) {
+			return nil, fmt.Errorf("put %q: blob %s: %w", rec.Key, d, os.ErrNotExist)
+		}
+	}
+	var old *Record
+	if v := t.tx.Bucket(bucketEntries).Get([]byte(rec.Key)); v != nil {
+		old, _ = decodeRecord(rec.Key, v) // an undecodable old record holds no refs we can name
+	}
+	sizes := map[string]int64{rec.Image.Digest: rec.Image.Size, rec.Manifest.Digest: rec.Manifest.Size}
+	if rec.Vmlinux != nil {
+		sizes[rec.Vmlinux.Digest] = rec.Vmlinux.Size
+	}
+	for _, d := range rec.Digests() {
+		if _, err := t.addRef(d, sizes[d], +1); err != nil {
+			return nil, err
+		}
+	}
+	if old != nil {
+		if released, err = t.dropRefs(old); err != nil {
+			return nil, err
+		}
+		if err := t.tx.Bucket(bucketByTime).Delete(timeKey(old.BuiltAt, old.Key)); err != nil {
+			return nil, err
+		}
+	}
+	val, err := encodeRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.tx.Bucket(bucketEntries).Put([]byte(rec.Key), val); err != nil {
+		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
+	}
+	if err := t.tx.Bucket(bucketByTime).Put(timeKey(rec.BuiltAt, rec.Key), nil); err != nil {
+		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
+	}
+	return released, nil
+}
+
+// Delete removes the record under key and its pin, drops its blob references
+// and returns the digests whose count reached zero. A record that does not
+// decode is removed all the same (its blobs are left for the sweep).
+func (t *Tx) Delete(key string) (released []string, err error) {
+	entries := t.tx.Bucket(bucketEntries)
+	v := entries.Get([]byte(key))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	if rec, derr := decodeRecord(key, v); derr == nil {
+		if released, err = t.dropRefs(rec); err != nil {
+			return nil, err
+		}
+		if err := t.tx.Bucket(bucketByTime).Delete(timeKey(rec.BuiltAt, key)); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.tx.Bucket(bucketPins).Delete([]byte(key)); err != nil {
+		return nil, err
+	}
+	if err := entries.Delete([]byte(key)); err != nil {
+		return nil, fmt.Errorf("delete %q: %w", key, err)
+	}
+	return released, nil
+}
+
+func (t *Tx) dropRefs(rec *Record) (released []string, err error) {
+	for _, d := range rec.Digests() {
+		left, err := t.addRef(d, 0, -1)
+		if err != nil {
+			return nil, err
+		}
+		if left == 0 {
+			released = append(released, d)
+		}
+	}
+	return released, nil
+}
+
+// addRef changes a blob's reference count by delta and returns the new count;
+// at zero the blob's record is deleted.
+func (t *Tx) addRef(digest string, size int64, delta int64) (int64, error) {
+	b := t.tx.Bucket(bucketBlobs)
+	var ref BlobRef
+	if v := b.Get([]byte(digest)); v != nil {
+		if err := msgpack.Unmarshal(v, &ref); err != nil {
+			return 0, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+		}
+	} else {
+		ref.Size = size
+	}
+	ref.Refs += delta
+	if ref.Refs <= 0 {
+		return 0, b.Delete([]byte(digest))
+	}
+	v, err := msgpack.Marshal(&ref)
+	if err != nil {
+		return 0, err
+	}
+	return ref.Refs, b.Put([]byte(digest), v)
+}
+
+// Blob returns the bookkeeping for a digest, if the index references it.
+func (t *Tx) Blob(digest string) (BlobRef, bool, error) {
+	v := t.tx.Bucket(bucketBlobs).Get([]byte(digest))
+	if v == nil {
+		return BlobRef{}, false, nil
+	}
+	var ref BlobRef
+	if err := msgpack.Unmarshal(v, &ref); err != nil {
+		return BlobRef{}, false, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+	}
+	return ref, true, nil
+}
+
+// SetLastUsed records when key was last looked up. A missing key is not an
+// error (it may have been removed since the lookup read it).
+func (t *Tx) SetLastUsed(key string, at time.Time) error {
+	entries := t.tx.Bucket(bucketEntries)
+	v := entries.Get([]byte(key))
+	if v == nil {
+		return nil
+	}
+	rec, err := decodeRecord(key, v)
+	if err != nil {
+		return nil
+	}
+	rec.LastUsed = at.UTC().Format(time.RFC3339)
+	val, err := encodeRecord(rec)
+	if err != nil {
+		return err
+	}
+	return entries.Put([]byte(key), val)
+}
+
+// KconfigHash returns the current kconfig hash, or "" when none is set.
+func (t *Tx) KconfigHash() string {
+	return string(t.tx.Bucket(bucketMeta).Get(keyKconfig))
+}
+
+// SetKconfigHash sets the current kconfig hash; "" clears it.
+func (t *Tx) SetKconfigHash(h string) error {
+	m := t.tx.Bucket(bucketMeta)
+	if h == "" {
+		return m.Delete(keyKconfig)
+	}
+	return m.Put(keyKconfig, []byte(h))
+}
+
+// Pin marks key as pinned. The key need not have an entry yet.
+func (t *Tx) Pin(key string, p Pin) error {
+	v, err := msgpack.Marshal(&p)
+	if err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketPins).Put([]byte(key), v)
+}
+
+// Unpin removes a pin and reports whether there was one.
+func (t *Tx) Unpin(key string) (bool, error) {
+	b := t.tx.Bucket(bucketPins)
+	if b.Get([]byte(key)) == nil {
+		return false, nil
+	}
+	return true, b.Delete([]byte(key))
+}
+
+// Pins returns every pinned key.
+func (t *Tx) Pins() (map[string]Pin, error) {
+	out := map[string]Pin{}
+	err := t.tx.Bucket(bucketPins).ForEach(func(k, v []byte) error {
+		var p Pin
+		if err := msgpack.Unmarshal(v, &p); err != nil {
+			return fmt.Errorf("%w: pin %q: %v", ErrCorrupt, k, err)
+		}
+		out[string(k)] = p
+		return nil
+	})
+	return out, err
+}
+

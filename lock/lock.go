@@ -1,0 +1,163 @@
+// Package lock takes advisory flock(2) locks on files and reports who holds them.
+//
+// A lock is taken without blocking in the kernel (LOCK_NB) and a timed wait is a
+// poll every PollInterval until a deadline, so a waiter can always give up with
+// an error that names the current holders instead of hanging. Holders are read
+// from /proc/locks (see Holders). The package knows nothing about cache keys:
+// callers pass a short description ("cache entry \"k\"") that errors repeat.
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// Mode is the kind of flock(2) lock.
+type Mode int
+
+const (
+	// Shared is LOCK_SH: any number of shared holders at once.
+	Shared Mode = iota
+	// Exclusive is LOCK_EX: one holder and no shared holders.
+	Exclusive
+)
+
+// String returns the flock(2) constant name, which is what error messages show.
+func (m Mode) String() string {
+	if m == Exclusive {
+		return "LOCK_EX"
+	}
+	return "LOCK_SH"
+}
+
+// PollInterval is how often a timed acquisition retries.
+const PollInterval = 100 * time.Millisecond
+
+// ErrContended is matched (errors.Is) by every error that means "someone else
+// holds the lock": a timed-out wait or a failed single attempt.
+var ErrContended = errors.New("lock is held by another process")
+
+// ContendedError reports a lock that could not be taken because others hold it.
+type ContendedError struct {
+	Path    string        // the lock file
+	What    string        // the caller's description, e.g. `cache entry "k"`
+	Mode    Mode          // the mode that was asked for
+	Waited  time.Duration // 0 for a single attempt
+	Holders []Holder      // read after our own descriptor was closed
+}
+
+func (e *ContendedError) Error() string {
+	if e.Waited > 0 {
+		return fmt.Sprintf("flock %s on %s timed out after %s; lockfile %s; holders:\n%s",
+			e.Mode, e.What, e.Waited, e.Path, FormatHolders(e.Holders))
+	}
+	return fmt.Sprintf("%s is locked by active users (%s wanted); lockfile %s; holders:\n%s\nwait for them to finish or stop them",
+		e.What, e.Mode, e.Path, FormatHolders(e.Holders))
+}
+
+// Is makes errors.Is(err, ErrContended) true.
+func (e *ContendedError) Is(target error) bool { return target == ErrContended }
+
+// Lock is a held lock. Release it exactly once; the kernel also drops it when
+// the process exits, which is what makes crashed holders harmless.
+type Lock struct {
+	fl   *flock.Flock
+	path string
+	mode Mode
+}
+
+// Path returns the lock file's path.
+func (l *Lock) Path() string { return l.path }
+
+// Mode returns the mode the lock is held in.
+func (l *Lock) Mode() Mode { return l.mode }
+
+// Release drops the lock and closes the descriptor.
+func (l *Lock) Release() error {
+	if l == nil || l.fl == nil {
+		return nil
+	}
+	err := l.fl.Close()
+	l.fl = nil
+	if err != nil {
+		return fmt.Errorf("release %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// stat returns the open descriptor's file info (fstat).
+func (l *Lock) stat() (os.FileInfo, error) { return l.fl.Stat() }
+
+// Acquire takes the lock on path in mode, polling until timeout has passed
+// (timeout 0 means a single attempt) or ctx is done. It creates the parent
+// directory and the lock file if missing, and refuses filesystems where flock
+// is unreliable (see CheckLocalFS).
+func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create lock directory for %s: %w", what, err)
+	}
+	if err := CheckLocalFS(path); err != nil {
+		return nil, err
+	}
+	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o666))
+	try := fl.TryRLock
+	if mode == Exclusive {
+		try = fl.TryLock
+	}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		ok, err := try()
+		if err != nil {
+			_ = fl.Close()
+			return nil, fmt.Errorf("flock %s %s for %s: %w", mode, path, what, err)
+		}
+		if ok {
+			return &Lock{fl: fl, path: path, mode: mode}, nil
+		}
+		now := time.Now()
+		if !now.Before(deadline) {
+			break
+		}
+		wait := min(PollInterval, deadline.Sub(now))
+		select {
+		case <-ctx.Done():
+			_ = fl.Close()
+			return nil, fmt.Errorf("waiting for %s on %s: %w", mode, what, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+	// Close first so that we never list ourselves among the holders.
+	_ = fl.Close()
+	holders, _ := Holders(path)
+	var waited time.Duration
+	if timeout > 0 {
+		waited = time.Since(start).Round(time.Millisecond)
+	}
+	return nil, &ContendedError{Path: path, What: what, Mode: mode, Waited: waited, Holders: holders}
+}
+
+// AcquireFresh is Acquire for lock files that others may unlink (staging-dir
+// locks): after locking it checks that path still names the locked inode and
+// retries if it was replaced in between.
+func AcquireFresh(path string, what string) (*Lock, error) {
+	for range 10 {
+		l, err := Acquire(context.Background(), path, Exclusive, 0, what)
+		if err != nil {
+			return nil, err
+		}
+		held, err1 := l.stat()
+		named, err2 := os.Stat(path)
+		if err1 == nil && err2 == nil && os.SameFile(held, named) {
+			return l, nil
+		}
+		_ = l.Release()
+	}
+	return nil, fmt.Errorf("lock %s for %s: the file kept being replaced", path, what)
+}

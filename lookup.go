@@ -1,0 +1,112 @@
+package kcache
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/kcache/kcache/index"
+)
+
+// Lookup returns the entry stored under key. A missing entry is a
+// *NotFoundError (ErrNotFound), an unusable one a *CorruptError. A lookup of
+// an entry whose vmlinux is unstripped warns every time.
+func (c *Cache) Lookup(key string) (*Entry, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	var rec *index.Record
+	var pinned bool
+	ok, err := c.view(func(tx *index.Tx) error {
+		r, err := tx.Get(key)
+		if err != nil {
+			return err
+		}
+		pins, err := tx.Pins()
+		rec, pinned = r, pins[key].PinnedAt != ""
+		return err
+	})
+	var derr *index.DecodeError
+	switch {
+	case !ok && err == nil, errors.Is(err, index.ErrNotFound):
+		return nil, &NotFoundError{Key: key}
+	case errors.As(err, &derr):
+		return nil, corruptFromDecode(key, derr)
+	case err != nil:
+		return nil, fmt.Errorf("lookup %q: %w", key, err)
+	}
+	e, err := c.entryFrom(rec, pinned)
+	if err != nil {
+		return nil, err
+	}
+	if e.HasVmlinux && !e.VmlinuxStripped {
+		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes); store the kernel again once stripping works for it", key, e.Vmlinux.Size)
+	}
+	c.touch(e)
+	return e, nil
+}
+
+// touch records last_used when it is older than lastUsedInterval. It is best
+// effort: a busy index or a read-only cache must not fail a lookup.
+func (c *Cache) touch(e *Entry) {
+	now := time.Now()
+	if last, err := time.Parse(time.RFC3339, e.LastUsed); err == nil && now.Sub(last) < lastUsedInterval {
+		return
+	}
+	db, err := index.Open(c.IndexPath(), index.Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	if db.Update(func(tx *index.Tx) error { return tx.SetLastUsed(e.Key, now) }) == nil {
+		e.LastUsed = now.UTC().Format(time.RFC3339)
+	}
+}
+
+// OpenedEntry is an entry with its blobs open. The files stay readable even
+// if the entry is replaced or removed afterwards; close them when done.
+type OpenedEntry struct {
+	*Entry
+	Image   *os.File
+	Vmlinux *os.File // nil when the entry has no vmlinux
+}
+
+// Close closes the open blobs.
+func (o *OpenedEntry) Close() error {
+	err := o.Image.Close()
+	if o.Vmlinux != nil {
+		if verr := o.Vmlinux.Close(); err == nil {
+			err = verr
+		}
+	}
+	return err
+}
+
+// OpenEntry looks key up and opens its blobs. If a concurrent Store replaced
+// the entry and removed a blob between the lookup and the open, it looks up
+// again, so the files it returns always belong to one complete entry.
+func (c *Cache) OpenEntry(key string) (*OpenedEntry, error) {
+	var lastErr error
+	for range 5 {
+		e, err := c.Lookup(key)
+		if err != nil {
+			return nil, err
+		}
+		img, err := os.Open(e.ImagePath)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		o := &OpenedEntry{Entry: e, Image: img}
+		if e.VmlinuxPath != "" {
+			if o.Vmlinux, err = os.Open(e.VmlinuxPath); err != nil {
+				img.Close()
+				lastErr = err
+				continue
+			}
+		}
+		return o, nil
+	}
+	return nil, fmt.Errorf("open cache entry %q: blobs kept disappearing under concurrent replacement: %w", key, lastErr)
+}

@@ -1,0 +1,100 @@
+package kcache
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/kcache/kcache/lock"
+)
+
+// staging is a writer's private directory under <root>/.tmp. Its lock file
+// <id>.lock sits beside it, is created and locked before the directory
+// exists and removed after the directory is gone, so a directory whose lock
+// can be taken belongs to a writer that died.
+type staging struct {
+	dir  string
+	lock *lock.Lock
+}
+
+func (c *Cache) tmpDir() string { return filepath.Join(c.root, ".tmp") }
+
+func (c *Cache) newStaging() (*staging, error) {
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("staging name: %w", err)
+	}
+	id := fmt.Sprintf("%d-%s", os.Getpid(), hex.EncodeToString(rnd[:]))
+	dir := filepath.Join(c.tmpDir(), id)
+	l, err := lock.AcquireFresh(dir+".lock", "staging directory "+dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		_ = os.Remove(dir + ".lock")
+		_ = l.Release()
+		return nil, fmt.Errorf("create staging directory: %w", err)
+	}
+	return &staging{dir: dir, lock: l}, nil
+}
+
+// remove deletes the staging directory, then its lock file, then unlocks.
+func (s *staging) remove() error {
+	err := os.RemoveAll(s.dir)
+	if err == nil {
+		err = os.Remove(s.dir + ".lock")
+	}
+	_ = s.lock.Release()
+	if err != nil {
+		return fmt.Errorf("remove staging directory %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// sweepStaging removes staging directories of writers that died: those whose
+// lock file can be locked, or that have no lock file at all (a writer creates
+// the lock file first and removes it last). It reports what it removed.
+func (c *Cache) sweepStaging() (removed []string, err error) {
+	ents, err := os.ReadDir(c.tmpDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sweep %s: %w", c.tmpDir(), err)
+	}
+	names := map[string]bool{}
+	for _, e := range ents {
+		names[e.Name()] = true
+	}
+	for _, e := range ents {
+		name := e.Name()
+		path := filepath.Join(c.tmpDir(), name)
+		if id, ok := strings.CutSuffix(name, ".lock"); ok {
+			l, err := lock.Acquire(bg, path, lock.Exclusive, 0, "staging lock")
+			if err != nil {
+				continue // alive, or not ours to judge
+			}
+			if fi, err := os.Lstat(filepath.Join(c.tmpDir(), id)); err == nil && fi.IsDir() {
+				if err := os.RemoveAll(filepath.Join(c.tmpDir(), id)); err != nil {
+					_ = l.Release()
+					continue
+				}
+				removed = append(removed, id)
+			}
+			_ = os.Remove(path)
+			_ = l.Release()
+			continue
+		}
+		if e.IsDir() && !names[name+".lock"] {
+			if err := os.RemoveAll(path); err == nil {
+				removed = append(removed, name)
+			}
+		}
+	}
+	return removed, nil
+}

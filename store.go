@@ -1,0 +1,161 @@
+package kcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/lock"
+)
+
+var bg = context.Background()
+
+// Artifacts are the files Store copies into the cache. They are read, never
+// moved or modified.
+type Artifacts struct {
+	Image   string // boot image path; required
+	Vmlinux string // vmlinux path; optional
+}
+
+// storeAttempts bounds retries when a blob this store ingested was removed by
+// a concurrent writer before our index transaction could reference it.
+const storeAttempts = 3
+
+// Store copies a kernel into the cache under key, replacing any entry there
+// atomically: readers see the old entry or the new one. It waits up to
+// Options.StoreLockTimeout for holders of the key's lock (harnesses holding
+// it shared) and releases blobs that no other entry uses.
+func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metadata) (*Entry, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	meta, err := meta.check()
+	if err != nil {
+		return nil, fmt.Errorf("store %q: %w", key, err)
+	}
+	image, err := openInput("image", art.Image)
+	if err != nil {
+		return nil, fmt.Errorf("store %q: %w", key, err)
+	}
+	defer image.Close()
+	var vmlinux *os.File
+	if art.Vmlinux != "" {
+		if vmlinux, err = openInput("vmlinux", art.Vmlinux); err != nil {
+			return nil, fmt.Errorf("store %q: %w", key, err)
+		}
+		defer vmlinux.Close()
+	}
+
+	l, err := c.acquire(ctx, key, lock.Exclusive, c.opt.StoreLockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("store %q: %w", key, err)
+	}
+	defer l.Release()
+	if _, err := c.sweepStaging(); err != nil {
+		c.warnf("%v", err)
+	}
+	st, err := c.newStaging()
+	if err != nil {
+		return nil, fmt.Errorf("store %q: %w", key, err)
+	}
+	defer func() {
+		if err := st.remove(); err != nil {
+			c.warnf("%v (the next store sweeps it)", err)
+		}
+	}()
+
+	for attempt := 1; ; attempt++ {
+		rec, err := c.ingest(st, key, meta, image, vmlinux)
+		if err != nil {
+			return nil, fmt.Errorf("store %q: %w", key, err)
+		}
+		err = c.update(func(tx *index.Tx) ([]string, error) {
+			return tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+		})
+		if errors.Is(err, fs.ErrNotExist) && attempt < storeAttempts {
+			continue // a concurrent rm removed a blob we deduplicated against
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store %q: %w", key, err)
+		}
+		if rec.HasVmlinux && !rec.VmlinuxStripped {
+			c.warnf("cache entry %q: vmlinux stored unstripped (%d bytes); lookups will warn about it", key, rec.Vmlinux.Size)
+		}
+		return c.entryFrom(rec, false)
+	}
+}
+
+func openInput(role, path string) (*os.File, error) {
+	if path == "" {
+		return nil, fmt.Errorf("no %s file given", role)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", role, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", role, err)
+	}
+	return f, nil
+}
+
+// ingest copies the inputs and the manifest into blobs and returns the record
+// that references them.
+func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File) (*index.Record, error) {
+	rec := &index.Record{
+		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
+		ImageName: meta.ImageName, ConfigHash: meta.ConfigHash, BuiltAt: meta.BuiltAt,
+		KconfigHash: meta.KconfigHash, SourceVmlinuxSize: meta.SourceVmlinuxSize,
+		SourceVmlinuxMtimeSecs: meta.SourceVmlinuxMtimeSecs,
+		StoredAt:               time.Now().UTC().Format(time.RFC3339Nano),
+	}
+	var err error
+	if rec.Image, err = c.ingestFile(st, image); err != nil {
+		return nil, fmt.Errorf("copy kernel image to cache: %w", err)
+	}
+	if vmlinux != nil {
+		b, err := c.ingestFile(st, vmlinux)
+		if err != nil {
+			return nil, fmt.Errorf("copy vmlinux to cache: %w", err)
+		}
+		rec.Vmlinux, rec.HasVmlinux = &b, true
+		rec.VmlinuxOriginalSize = &b.Size
+	}
+	manifest, err := index.EncodeManifest(rec)
+	if err != nil {
+		return nil, err
+	}
+	w, err := c.blobs.NewWriter(st.dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(manifest); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("write manifest: %w", err)
+	}
+	if rec.Manifest.Digest, rec.Manifest.Size, err = w.Commit(); err != nil {
+		return nil, fmt.Errorf("write manifest: %w", err)
+	}
+	return rec, nil
+}
+
+func (c *Cache) ingestFile(st *staging, f *os.File) (index.Blob, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return index.Blob{}, fmt.Errorf("rewind %s: %w", f.Name(), err)
+	}
+	d, n, err := c.blobs.Ingest(st.dir, f)
+	if err != nil {
+		return index.Blob{}, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return index.Blob{Digest: d, Size: n}, nil
+}
