@@ -479,4 +479,3 @@ func (t *Tx) Pins() (map[string]Pin, error) {
 	})
 	return out, err
 }
-
