@@ -57,7 +57,7 @@ func (c *Cache) KconfigHash() (string, error) {
 // CRC-32 of the kconfig fragment) that list compares entries with; "" clears it.
 func (c *Cache) SetKconfigHash(h string) error {
 	if h != "" && !validHash8(h) {
-		return fmt.Errorf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", h)
+		return invalidf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", h)
 	}
 	return c.update(func(tx *index.Tx) ([]string, error) { return nil, tx.SetKconfigHash(h) })
 }

@@ -44,7 +44,7 @@ func CRC32File(path string) (string, error) {
 func NormalizeBuiltAt(s string) (string, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return "", fmt.Errorf("built_at %q is not an RFC 3339 time (e.g. 2026-04-18T10:00:00Z): %w", s, err)
+		return "", invalidf("built_at %q is not an RFC 3339 time (e.g. 2026-04-18T10:00:00Z): %w", s, err)
 	}
 	return t.UTC().Format("2006-01-02T15:04:05Z"), nil
 }
@@ -55,31 +55,31 @@ func (m Metadata) check() (Metadata, error) {
 		return m, err
 	}
 	if m.Arch == "" {
-		return m, fmt.Errorf("metadata: arch is required")
+		return m, invalidf("metadata: arch is required")
 	}
 	switch m.Source.Type {
 	case "tarball":
 		if m.Source.GitHash != nil || m.Source.Ref != nil || m.Source.SourceTreePath != nil {
-			return m, fmt.Errorf("metadata: a tarball source has no git hash, ref or source tree")
+			return m, invalidf("metadata: a tarball source has no git hash, ref or source tree")
 		}
 	case "git":
 		if m.Source.SourceTreePath != nil {
-			return m, fmt.Errorf("metadata: a git source has no source tree path (use source type local)")
+			return m, invalidf("metadata: a git source has no source tree path (use source type local)")
 		}
 	case "local":
 		if m.Source.Ref != nil {
-			return m, fmt.Errorf("metadata: a local source has no ref (use source type git)")
+			return m, invalidf("metadata: a local source has no ref (use source type git)")
 		}
 	default:
-		return m, fmt.Errorf("metadata: source type %q is not one of tarball, git, local", m.Source.Type)
+		return m, invalidf("metadata: source type %q is not one of tarball, git, local", m.Source.Type)
 	}
 	for name, h := range map[string]*string{"config_hash": m.ConfigHash, "kconfig_hash": m.KconfigHash} {
 		if h != nil && !validHash8(*h) {
-			return m, fmt.Errorf("metadata: %s %q is not 8 lowercase hex digits (a CRC-32)", name, *h)
+			return m, invalidf("metadata: %s %q is not 8 lowercase hex digits (a CRC-32)", name, *h)
 		}
 	}
 	if (m.SourceVmlinuxSize == nil) != (m.SourceVmlinuxMtimeSecs == nil) {
-		return m, fmt.Errorf("metadata: source vmlinux size and mtime are set together or not at all")
+		return m, invalidf("metadata: source vmlinux size and mtime are set together or not at all")
 	}
 	if m.BuiltAt == "" {
 		m.BuiltAt = time.Now().UTC().Format("2006-01-02T15:04:05Z")

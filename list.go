@@ -36,6 +36,9 @@ type ListOptions struct {
 // It decodes every record and sorts in memory rather than walking by_time:
 // measured faster for a full listing (reference/bbolt-and-remote.md §1.2).
 func (c *Cache) List(opt ListOptions) (*Listing, error) {
+	if opt.KconfigHash != "" && !validHash8(opt.KconfigHash) {
+		return nil, invalidf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", opt.KconfigHash)
+	}
 	l := &Listing{Root: c.root, CurrentKconfigHash: opt.KconfigHash}
 	var recs []*index.Record
 	var pins map[string]index.Pin

@@ -29,6 +29,19 @@ func (e *ValidationError) Error() string {
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
+// invalidError is a bad argument other than a key or image name (inconsistent
+// metadata, a malformed hash or time). It is matched by ErrInvalid, so callers
+// (the CLI's exit code 2) treat it like any other invalid argument.
+type invalidError struct{ err error }
+
+func (e *invalidError) Error() string        { return e.err.Error() }
+func (e *invalidError) Unwrap() error        { return e.err }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalidf(format string, args ...any) error {
+	return &invalidError{fmt.Errorf(format, args...)}
+}
+
 // ValidateKey checks a cache key. The rules run in order and the first that
 // fails is reported; the first six are ktstr's, the rest are kcache's (keys
 // become file names under .locks and appear in JSON and terminals).
