@@ -20,6 +20,9 @@ func (c *Cache) Pin(key, note string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
+	if err := c.exists(key); err != nil {
+		return err
+	}
 	return c.update(func(tx *index.Tx) ([]string, error) {
 		if _, err := tx.Get(key); errors.Is(err, index.ErrNotFound) {
 			return nil, &NotFoundError{Key: key}
@@ -34,6 +37,9 @@ func (c *Cache) Unpin(key string) (bool, error) {
 		return false, err
 	}
 	var had bool
+	if _, err := c.view(func(tx *index.Tx) error { had = tx.Pinned(key); return nil }); err != nil || !had {
+		return false, err
+	}
 	err := c.update(func(tx *index.Tx) ([]string, error) {
 		var err error
 		had, err = tx.Unpin(key)

@@ -20,11 +20,7 @@ func (c *Cache) Lookup(key string) (*Entry, error) {
 	var pinned bool
 	ok, err := c.view(func(tx *index.Tx) error {
 		r, err := tx.Get(key)
-		if err != nil {
-			return err
-		}
-		pins, err := tx.Pins()
-		rec, pinned = r, pins[key].PinnedAt != ""
+		rec, pinned = r, tx.Pinned(key)
 		return err
 	})
 	var derr *index.DecodeError

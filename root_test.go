@@ -77,8 +77,8 @@ func TestResolveRoot(t *testing.T) {
 	}
 }
 
-// TestOpenCreatesNothing: resolving and opening a cache, listing it and
-// looking a key up must not create the root.
+// TestOpenCreatesNothing: opening a cache, listing it, and looking up,
+// removing, pinning or unpinning a key it does not have create nothing.
 func TestOpenCreatesNothing(t *testing.T) {
 	root := t.TempDir() + "/missing/cache"
 	c := kcache.Open(root, nil)
@@ -89,7 +89,16 @@ func TestOpenCreatesNothing(t *testing.T) {
 	if _, err := c.Lookup("some-key"); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Lookup on a missing root = %v; want ErrNotFound", err)
 	}
+	if err := c.Remove("some-key"); !errors.Is(err, kcache.ErrNotFound) {
+		t.Fatalf("Remove on a missing root = %v; want ErrNotFound", err)
+	}
+	if err := c.Pin("some-key", ""); !errors.Is(err, kcache.ErrNotFound) {
+		t.Fatalf("Pin on a missing root = %v; want ErrNotFound", err)
+	}
+	if had, err := c.Unpin("some-key"); had || err != nil {
+		t.Fatalf("Unpin on a missing root = %v, %v; want false, nil", had, err)
+	}
 	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("root %s exists after read-only calls", root)
+		t.Fatalf("root %s exists after calls that found nothing", root)
 	}
 }

@@ -466,6 +466,11 @@ func (t *Tx) Unpin(key string) (bool, error) {
 	return true, b.Delete([]byte(key))
 }
 
+// Pinned reports whether key is pinned.
+func (t *Tx) Pinned(key string) bool {
+	return t.tx.Bucket(bucketPins).Get([]byte(key)) != nil
+}
+
 // Pins returns every pinned key.
 func (t *Tx) Pins() (map[string]Pin, error) {
 	out := map[string]Pin{}
