@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kcache/kcache"
 	"github.com/spf13/cobra"
@@ -47,14 +48,16 @@ func (e *exitCodeError) Unwrap() error { return e.err }
 
 // app is the state shared by every command of one invocation.
 type app struct {
-	root   string
+	root         string
+	indexTimeout time.Duration
+	lockTimeout  time.Duration // store's wait for the entry lock; 0: the default
 	stdout io.Writer
 	stderr io.Writer
 }
 
 // cache opens the cache at --root or the resolved default root.
 func (a *app) cache() (*kcache.Cache, error) {
-	opt := &kcache.Options{Warn: a.stderr}
+	opt := &kcache.Options{Warn: a.stderr, IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout}
 	if a.root != "" {
 		return kcache.Open(a.root, opt), nil
 	}
@@ -130,6 +133,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 in use.`,
 		SilenceUsage:  true,
 	}
 	root.PersistentFlags().StringVar(&a.root, "root", "", "cache root directory (default: $KCACHE_DIR, $XDG_CACHE_HOME/kcache, $HOME/.cache/kcache)")
+	root.PersistentFlags().DurationVar(&a.indexTimeout, "index-timeout", kcache.DefaultIndexTimeout, "how long to wait for another process holding the index file")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newStoreCmd(a), newLookupCmd(a), newListCmd(a), newShowCmd(a), newRmCmd(a),

@@ -21,7 +21,8 @@ func newStoreCmd(a *app) *cobra.Command {
 		Short: "Copy a built kernel into the cache under KEY",
 		Long: `Copy a built kernel into the cache under KEY, replacing any entry there
 atomically (readers see the old entry or the new one). The source files are
-copied, never moved. Store waits up to 60 s for harnesses holding KEY.
+copied, never moved. Store waits up to --lock-timeout (60 s) for harnesses
+holding KEY, then fails with exit code 4.
 
 The source type is --source, else git when --ref is given, local when
 --source-tree is given, and tarball otherwise.`,
@@ -85,7 +86,8 @@ The source type is --source, else git when --ref is given, local when
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, toEntryJSON(e, ""))
+				current, _ := c.KconfigHash() // the entry is stored; a failed read only loses kconfig_status
+				return writeJSON(a.stdout, toEntryJSON(e, current))
 			}
 			fmt.Fprintf(a.stdout, "stored %s\n  image    %s (%s)\n", e.Key, e.ImagePath, humanSize(e.Image.Size))
 			if e.Vmlinux != nil {
@@ -109,6 +111,7 @@ The source type is --source, else git when --ref is given, local when
 	f.StringVar(&kconfigHash, "kconfig-hash", "", "kconfig_hash to record (8 lowercase hex), instead of --kconfig")
 	f.StringVar(&builtAt, "built-at", "", "build time, RFC 3339 (default: now)")
 	f.BoolVar(&asJSON, "json", false, "print the stored entry as JSON")
+	f.DurationVar(&a.lockTimeout, "lock-timeout", kcache.DefaultExclusiveTimeout, "how long to wait for processes holding KEY (e.g. 'kcache run') before failing with exit code 4")
 	_ = cmd.MarkFlagRequired("image")
 	cmd.MarkFlagsMutuallyExclusive("kconfig", "kconfig-hash")
 	return cmd
