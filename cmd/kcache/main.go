@@ -51,8 +51,8 @@ type app struct {
 	root         string
 	indexTimeout time.Duration
 	lockTimeout  time.Duration // store's wait for the entry lock; 0: the default
-	stdout io.Writer
-	stderr io.Writer
+	stdout       io.Writer
+	stderr       io.Writer
 }
 
 // cache opens the cache at --root or the resolved default root.
