@@ -16,12 +16,19 @@ func (c *Cache) Lookup(key string) (*Entry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
-	var rec *index.Record
-	var pinned bool
+	var e *Entry
+	var entryErr error
 	ok, err := c.view(func(tx *index.Tx) error {
-		r, err := tx.Get(key)
-		rec, pinned = r, tx.Pinned(key)
-		return err
+		rec, err := tx.Get(key)
+		if err != nil {
+			return err
+		}
+		// Check the blobs while the index is still open: a Store or Remove
+		// deletes the blobs it released before it closes the index, so they
+		// cannot vanish between reading the record and checking them (which
+		// made a concurrent replacement look like a corrupt entry).
+		e, entryErr = c.entryFrom(rec, tx.Pinned(key))
+		return nil
 	})
 	var derr *index.DecodeError
 	switch {
@@ -32,9 +39,8 @@ func (c *Cache) Lookup(key string) (*Entry, error) {
 	case err != nil:
 		return nil, fmt.Errorf("lookup %q: %w", key, err)
 	}
-	e, err := c.entryFrom(rec, pinned)
-	if err != nil {
-		return nil, err
+	if entryErr != nil {
+		return nil, entryErr
 	}
 	if e.HasVmlinux && !e.VmlinuxStripped {
 		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes); store the kernel again once stripping works for it", key, e.Vmlinux.Size)

@@ -74,7 +74,9 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
+		var pinned bool // a pin outlives replacements of its entry
 		err = c.update(func(tx *index.Tx) ([]string, error) {
+			pinned = tx.Pinned(key)
 			return tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
 		})
 		if errors.Is(err, fs.ErrNotExist) && attempt < storeAttempts {
@@ -86,7 +88,7 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		if rec.HasVmlinux && !rec.VmlinuxStripped {
 			c.warnf("cache entry %q: vmlinux stored unstripped (%d bytes); lookups will warn about it", key, rec.Vmlinux.Size)
 		}
-		return c.entryFrom(rec, false)
+		return c.entryFrom(rec, pinned)
 	}
 }
 

@@ -12,7 +12,8 @@ import (
 // names (key + ".lock") well under the 255-byte limit of common filesystems.
 const MaxKeyLen = 200
 
-// ErrInvalid is matched by every ValidationError.
+// ErrInvalid is matched by every ValidationError and by every other error
+// that rejects an argument (inconsistent metadata, a malformed hash or time).
 var ErrInvalid = errors.New("invalid argument")
 
 // ValidationError says which rule a cache key or image name broke.
