@@ -40,16 +40,17 @@ func (c *Cache) List(opt ListOptions) (*Listing, error) {
 		return nil, invalidf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", opt.KconfigHash)
 	}
 	l := &Listing{Root: c.root, CurrentKconfigHash: opt.KconfigHash}
-	var recs []*index.Record
-	var pins map[string]index.Pin
 	_, err := c.view(func(tx *index.Tx) error {
 		if l.CurrentKconfigHash == "" {
 			l.CurrentKconfigHash = tx.KconfigHash()
 		}
-		var err error
-		if pins, err = tx.Pins(); err != nil {
+		pins, err := tx.Pins()
+		if err != nil {
 			return err
 		}
+		// Blobs are checked inside the transaction: writers delete the
+		// blobs they release before closing the index, so a concurrent
+		// replacement cannot make a good entry look corrupt.
 		return tx.ForEach(func(key string, rec *index.Record, err error) error {
 			var derr *index.DecodeError
 			if errors.As(err, &derr) {
@@ -59,21 +60,18 @@ func (c *Cache) List(opt ListOptions) (*Listing, error) {
 			if err != nil {
 				return err
 			}
-			recs = append(recs, rec)
-			return nil
+			e, err := c.entryFrom(rec, pins[key].PinnedAt != "")
+			var cerr *CorruptError
+			if errors.As(err, &cerr) {
+				l.Entries = append(l.Entries, Listed{Key: key, Corrupt: cerr})
+				return nil
+			}
+			l.Entries = append(l.Entries, Listed{Key: key, Entry: e})
+			return err
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", c.root, err)
-	}
-	for _, rec := range recs {
-		e, err := c.entryFrom(rec, pins[rec.Key].PinnedAt != "")
-		var cerr *CorruptError
-		if errors.As(err, &cerr) {
-			l.Entries = append(l.Entries, Listed{Key: rec.Key, Corrupt: cerr})
-			continue
-		}
-		l.Entries = append(l.Entries, Listed{Key: rec.Key, Entry: e})
 	}
 	sort.SliceStable(l.Entries, func(i, j int) bool {
 		a, b := l.Entries[i], l.Entries[j]

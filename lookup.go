@@ -9,10 +9,25 @@ import (
 	"github.com/kcache/kcache/index"
 )
 
-// Lookup returns the entry stored under key. A missing entry is a
-// *NotFoundError (ErrNotFound), an unusable one a *CorruptError. A lookup of
-// an entry whose vmlinux is unstripped warns every time.
+// Lookup returns the entry stored under key for use: it is Describe plus a
+// warning, every time, when the vmlinux is unstripped, and an update of
+// last_used (at most once an hour, so lookups stay read-only almost always).
 func (c *Cache) Lookup(key string) (*Entry, error) {
+	e, err := c.Describe(key)
+	if err != nil {
+		return nil, err
+	}
+	if e.HasVmlinux && !e.VmlinuxStripped {
+		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes); store the kernel again once stripping works for it", key, e.Vmlinux.Size)
+	}
+	c.touch(e)
+	return e, nil
+}
+
+// Describe returns the entry stored under key without counting it as used.
+// A missing entry is a *NotFoundError (ErrNotFound), an unusable one a
+// *CorruptError.
+func (c *Cache) Describe(key string) (*Entry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
@@ -42,10 +57,6 @@ func (c *Cache) Lookup(key string) (*Entry, error) {
 	if entryErr != nil {
 		return nil, entryErr
 	}
-	if e.HasVmlinux && !e.VmlinuxStripped {
-		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes); store the kernel again once stripping works for it", key, e.Vmlinux.Size)
-	}
-	c.touch(e)
 	return e, nil
 }
 

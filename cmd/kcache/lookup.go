@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/kcache/kcache"
 
 	"github.com/spf13/cobra"
 )
@@ -16,7 +19,8 @@ line when it has one. The paths stay valid until the entry is replaced or
 removed; to keep it from being replaced while you use it, run your command
 under 'kcache run KEY -- ...'.
 
-Exits 3 when KEY is not cached.`,
+Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
+{"key", "error", "error_kind"} is printed first).`,
 		Args:              args(cobra.ExactArgs(1)),
 		ValidArgsFunction: completeKeys(a),
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -25,6 +29,13 @@ Exits 3 when KEY is not cached.`,
 				return err
 			}
 			e, err := c.Lookup(argv[0])
+			var ce *kcache.CorruptError
+			if asJSON && errors.As(err, &ce) {
+				if werr := writeJSON(a.stdout, toCorruptJSON(ce)); werr != nil {
+					return werr
+				}
+				return err
+			}
 			if err != nil {
 				return err
 			}

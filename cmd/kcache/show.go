@@ -13,8 +13,12 @@ import (
 func newShowCmd(a *app) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:               "show KEY",
-		Short:             "Show everything recorded about a cached kernel",
+		Use:   "show KEY",
+		Short: "Show everything recorded about a cached kernel",
+		Long: `Show everything recorded about KEY. Unlike lookup, show does not count as a
+use of the entry: it neither updates last_used nor warns about an unstripped
+vmlinux. With --json, a corrupt entry prints {"key", "error", "error_kind"}
+and exits 1.`,
 		Args:              args(cobra.ExactArgs(1)),
 		ValidArgsFunction: completeKeys(a),
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -22,7 +26,7 @@ func newShowCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, err := c.Lookup(argv[0])
+			e, err := c.Describe(argv[0])
 			var ce *kcache.CorruptError
 			if asJSON && errors.As(err, &ce) {
 				if werr := writeJSON(a.stdout, toCorruptJSON(ce)); werr != nil {
