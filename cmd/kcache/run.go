@@ -34,6 +34,11 @@ killed it). Interrupt and terminate signals are passed on to CMD.`,
 			if err != nil {
 				return err
 			}
+			// A key that was never stored is reported before any lock
+			// file is created for it.
+			if _, err := c.Describe(key); err != nil {
+				return err
+			}
 			l, err := c.AcquireShared(key, timeout)
 			if err != nil {
 				return err

@@ -445,3 +445,20 @@ func TestRunProcessIndexHeld(t *testing.T) {
 		t.Errorf("lookup after the holder let go: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestRunMissingKeyCreatesNothing: run of a key that is not cached exits 3
+// without running the command or creating a lock file (or the root).
+func TestRunMissingKeyCreatesNothing(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "cache")
+	marker := filepath.Join(t.TempDir(), "ran")
+	_, stderr, code := runIn(t, root, "run", "nope", "--", "touch", marker)
+	if code != exitNotFound || !strings.Contains(stderr, `"nope"`) {
+		t.Fatalf("run of a missing key: exit %d, stderr %q; want 3 naming the key", code, stderr)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the command ran although the key is not cached")
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Errorf("run of a missing key created %s", root)
+	}
+}
