@@ -20,8 +20,8 @@ func writeInput(t *testing.T, name, content string) string {
 
 func meta(builtAt string) Metadata {
 	return Metadata{
-		Source:    Source{Type: "local", SourceTreePath: ptr("/home/u/linux"), GitHash: ptr("deadbee")},
-		Arch:      "x86_64", ImageName: "bzImage", ConfigHash: ptr("1f2e3d4c"),
+		Source: Source{Type: "local", SourceTreePath: ptr("/home/u/linux"), GitHash: ptr("deadbee")},
+		Arch:   "x86_64", ImageName: "bzImage", ConfigHash: ptr("1f2e3d4c"),
 		BuiltAt: builtAt, KtstrKconfigHash: ptr("c0bd848c"),
 		SourceVmlinuxSize: ptr(uint64(587788136)), SourceVmlinuxMtimeSecs: ptr(int64(1751464200)),
 	}
