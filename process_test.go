@@ -1038,8 +1038,7 @@ func TestProcessWriterKilledAtRandomMoments(t *testing.T) {
 	const key, other = "random-kill", "sweeper"
 	root, work := t.TempDir(), t.TempDir()
 	c := procHelperCache(root)
-	prev, err := procStoreGen(c, key, work, 0)
-	if err != nil {
+	if _, err := procStoreGen(c, key, work, 0); err != nil {
 		t.Fatal(err)
 	}
 	// How long one store process takes from start to exit, to spread the
@@ -1052,7 +1051,8 @@ func TestProcessWriterKilledAtRandomMoments(t *testing.T) {
 	s := procStartHelper(t, "storer", root, key, "kill-1", img, vml, "-")
 	s.mustSucceed()
 	span := time.Since(start)
-	if prev, err = c.Lookup(key); err != nil {
+	prev, err := c.Lookup(key)
+	if err != nil {
 		t.Fatal(err)
 	}
 	outcomes := map[string]int{}

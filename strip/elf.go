@@ -266,7 +266,6 @@ type decoder struct {
 	wide bool
 }
 
-func (d *decoder) u8() byte    { v := d.b[0]; d.b = d.b[1:]; return v }
 func (d *decoder) u16() uint16 { v := d.bo.Uint16(d.b); d.b = d.b[2:]; return v }
 func (d *decoder) u32() uint32 { v := d.bo.Uint32(d.b); d.b = d.b[4:]; return v }
 func (d *decoder) u64() uint64 { v := d.bo.Uint64(d.b); d.b = d.b[8:]; return v }
@@ -309,7 +308,6 @@ type encoder struct {
 	wide bool
 }
 
-func (e *encoder) u8(v byte)    { e.b = append(e.b, v) }
 func (e *encoder) u16(v uint16) { e.b = e.bo.AppendUint16(e.b, v) }
 func (e *encoder) u32(v uint32) { e.b = e.bo.AppendUint32(e.b, v) }
 func (e *encoder) u64(v uint64) { e.b = e.bo.AppendUint64(e.b, v) }

@@ -397,10 +397,7 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 		pos = phoff + uint64(len(f.progs)*f.l.phentsize)
 	}
 	// Place sections in original offset order.
-	order := make([]*outSection, 0, len(outs))
-	for _, o := range outs[1:] {
-		order = append(order, o)
-	}
+	order := append([]*outSection(nil), outs[1:]...)
 	sort.SliceStable(order, func(i, j int) bool { return order[i].s.off < order[j].s.off })
 	for _, o := range order {
 		switch {
