@@ -1,10 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-
-	"github.com/kcache/kcache"
 
 	"github.com/spf13/cobra"
 )
@@ -29,15 +26,8 @@ Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 				return err
 			}
 			e, err := c.Lookup(argv[0])
-			var ce *kcache.CorruptError
-			if asJSON && errors.As(err, &ce) {
-				if werr := writeJSON(a.stdout, toCorruptJSON(ce)); werr != nil {
-					return werr
-				}
-				return err
-			}
 			if err != nil {
-				return err
+				return reportEntryErr(a, asJSON, err)
 			}
 			if asJSON {
 				h, err := c.KconfigHash()

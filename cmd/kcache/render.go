@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -101,6 +102,18 @@ func toEntryJSON(e *kcache.Entry, currentKconfig string) entryJSON {
 		j.LastUsed = &lu
 	}
 	return j
+}
+
+// reportEntryErr returns err, first printing the corrupt entry's JSON object
+// when err is one and --json was asked for.
+func reportEntryErr(a *app, asJSON bool, err error) error {
+	var ce *kcache.CorruptError
+	if asJSON && errors.As(err, &ce) {
+		if werr := writeJSON(a.stdout, toCorruptJSON(ce)); werr != nil {
+			return werr
+		}
+	}
+	return err
 }
 
 func toCorruptJSON(c *kcache.CorruptError) corruptJSON {

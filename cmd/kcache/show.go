@@ -1,12 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
+	"github.com/kcache/kcache"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/kcache/kcache"
 	"github.com/spf13/cobra"
 )
 
@@ -27,15 +26,8 @@ and exits 1.`,
 				return err
 			}
 			e, err := c.Describe(argv[0])
-			var ce *kcache.CorruptError
-			if asJSON && errors.As(err, &ce) {
-				if werr := writeJSON(a.stdout, toCorruptJSON(ce)); werr != nil {
-					return werr
-				}
-				return err
-			}
 			if err != nil {
-				return err
+				return reportEntryErr(a, asJSON, err)
 			}
 			current, err := c.KconfigHash()
 			if err != nil {
