@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/kcache/kcache"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/kcache/kcache"
 	"github.com/spf13/cobra"
 )
 
