@@ -129,10 +129,16 @@ func (c *Cache) warnf(format string, args ...any) {
 	fmt.Fprintf(c.opt.Warn, "kcache: warning: "+format+"\n", args...)
 }
 
-// NotFoundError names the key that has no entry.
-type NotFoundError struct{ Key string }
+// NotFoundError names the key (or build ID) that has no entry.
+type NotFoundError struct {
+	Key     string
+	BuildID string // set instead of Key by LookupBuildID
+}
 
 func (e *NotFoundError) Error() string {
+	if e.BuildID != "" {
+		return fmt.Sprintf("no cache entry has a vmlinux with build ID %s; `kcache list --json` shows the build_id of each", e.BuildID)
+	}
 	return fmt.Sprintf("no cache entry %q; `kcache list` shows what is cached", e.Key)
 }
 

@@ -18,7 +18,7 @@ func (c *Cache) Lookup(key string) (*Entry, error) {
 		return nil, err
 	}
 	if e.HasVmlinux && !e.VmlinuxStripped {
-		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes); store the kernel again once stripping works for it", key, e.Vmlinux.Size)
+		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes) because stripping it failed when it was stored; rebuild the kernel and store it again", key, e.Vmlinux.Size)
 	}
 	c.touch(e)
 	return e, nil

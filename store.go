@@ -7,10 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/lock"
+	"github.com/kcache/kcache/strip"
 )
 
 var bg = context.Background()
@@ -85,9 +87,6 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
-		if rec.HasVmlinux && !rec.VmlinuxStripped {
-			c.warnf("cache entry %q: vmlinux stored unstripped (%d bytes); lookups will warn about it", key, rec.Vmlinux.Size)
-		}
 		return c.entryFrom(rec, pinned)
 	}
 }
@@ -126,12 +125,9 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 		return nil, fmt.Errorf("copy kernel image to cache: %w", err)
 	}
 	if vmlinux != nil {
-		b, err := c.ingestFile(st, vmlinux)
-		if err != nil {
-			return nil, fmt.Errorf("copy vmlinux to cache: %w", err)
+		if err := c.ingestVmlinux(st, vmlinux, rec); err != nil {
+			return nil, err
 		}
-		rec.Vmlinux, rec.HasVmlinux = &b, true
-		rec.VmlinuxOriginalSize = &b.Size
 	}
 	manifest, err := index.EncodeManifest(rec)
 	if err != nil {
@@ -160,4 +156,54 @@ func (c *Cache) ingestFile(st *staging, f *os.File) (index.Blob, error) {
 		return index.Blob{}, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	return index.Blob{Digest: d, Size: n}, nil
+}
+
+// ingestVmlinux strips the vmlinux straight into a blob (the stripped
+// output is small and built in memory; there is no full-size temporary
+// copy). If stripping fails it stores the raw bytes with
+// vmlinux_stripped=false and warns. It records the build ID and CONFIG_HZ
+// when the kernel carries them.
+func (c *Cache) ingestVmlinux(st *staging, f *os.File, rec *index.Record) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat vmlinux: %w", err)
+	}
+	size := fi.Size()
+	rec.VmlinuxOriginalSize, rec.HasVmlinux = &size, true
+	var config string
+	w, err := c.blobs.NewWriter(st.dir)
+	if err != nil {
+		return err
+	}
+	res, stripErr := strip.Strip(f, size, w)
+	if stripErr == nil {
+		d, n, err := w.Commit()
+		if err != nil {
+			return fmt.Errorf("store stripped vmlinux: %w", err)
+		}
+		rec.Vmlinux, rec.VmlinuxStripped = &index.Blob{Digest: d, Size: n}, true
+		config = res.IKConfig
+		if res.BuildID != "" {
+			rec.BuildID = &res.BuildID
+		}
+	} else {
+		w.Abort()
+		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), which shows as vmlinux_stripped=false in `kcache list --json`",
+			rec.Key, f.Name(), stripErr, size)
+		b, err := c.ingestFile(st, f)
+		if err != nil {
+			return fmt.Errorf("copy vmlinux to cache: %w", err)
+		}
+		rec.Vmlinux, rec.VmlinuxStripped = &b, false
+		if id, err := strip.BuildID(f, size); err == nil && id != "" {
+			rec.BuildID = &id
+		}
+		config, _ = strip.IKConfigELF(f, size)
+	}
+	if v, ok := strip.ConfigValue(config, "HZ"); ok {
+		if hz, err := strconv.ParseUint(v, 10, 64); err == nil {
+			rec.ConfigHZ = &hz
+		}
+	}
+	return nil
 }

@@ -9,20 +9,12 @@ const ntGnuBuildID = 3
 
 // buildIDFromSections returns the GNU build ID from the output's note
 // sections, or "".
-func buildIDFromSections(f *file, outs []*outSection) string {
+func buildIDFromSections(f *file, outs []*outSection, buf []byte) string {
 	for _, o := range outs {
-		if o.s.typ != shtNote {
+		if o.s.typ != shtNote || !o.bytes {
 			continue
 		}
-		data := o.data
-		if data == nil {
-			old := f.secs[o.old]
-			var err error
-			if data, err = f.readAt(old.off, old.size, "notes"); err != nil {
-				continue
-			}
-		}
-		if id := findBuildID(data, f.bo, o.s.align); id != "" {
+		if id := findBuildID(buf[o.s.off:o.s.off+o.s.size], f.bo, o.s.align); id != "" {
 			return id
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sort"
 	"strings"
 	"time"
@@ -47,16 +48,19 @@ const (
 
 // Result describes one strip.
 type Result struct {
-	Mode            Mode          `json:"mode"`
-	InputSize       int64         `json:"input_size"`
-	OutputSize      int64         `json:"output_size"`
-	SectionsKept    int           `json:"sections_kept"`
-	SectionsNobits  int           `json:"sections_nobits"`
-	SectionsDeleted int           `json:"sections_deleted"`
-	SymbolsIn       int           `json:"symbols_in"`
-	SymbolsOut      int           `json:"symbols_out"`
-	BuildID         string        `json:"build_id,omitempty"`
-	Elapsed         time.Duration `json:"elapsed_ns"`
+	Mode            Mode   `json:"mode"`
+	InputSize       int64  `json:"input_size"`
+	OutputSize      int64  `json:"output_size"`
+	SectionsKept    int    `json:"sections_kept"`
+	SectionsNobits  int    `json:"sections_nobits"`
+	SectionsDeleted int    `json:"sections_deleted"`
+	SymbolsIn       int    `json:"symbols_in"`
+	SymbolsOut      int    `json:"symbols_out"`
+	BuildID         string `json:"build_id,omitempty"`
+	// IKConfig is the kernel config embedded in the kept .rodata, "" when
+	// the kernel has none.
+	IKConfig string        `json:"-"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
 	// KeepListError says why the keep-list rewrite was not used, when Mode
 	// is DebugOnly.
 	KeepListError string `json:"keep_list_error,omitempty"`
@@ -158,13 +162,15 @@ func (f *file) classify(mode Mode) ([]action, int, error) {
 
 // outSection is a section of the output.
 type outSection struct {
-	old  int
-	s    section
-	data []byte // nil for NOBITS and for bytes copied in a fixed prefix
+	old   int
+	s     section
+	bytes bool   // the output holds its bytes
+	data  []byte // bytes rewritten in memory (symbol tables); else copied from the input
 }
 
-// rewrite builds the whole output in memory (it is the small part of the
-// input) and checks it before returning.
+// rewrite builds the whole output in one buffer (it is the small part of
+// the input), reading each kept section straight into its place, and checks
+// it before returning.
 func (f *file) rewrite(mode Mode) (Result, []byte, error) {
 	res := Result{Mode: mode}
 	acts, symtab, err := f.classify(mode)
@@ -184,7 +190,7 @@ func (f *file) rewrite(mode Mode) (Result, []byte, error) {
 			res.SectionsKept++
 		}
 		newIndex[i] = uint32(len(outs))
-		o := &outSection{old: i, s: f.secs[i]}
+		o := &outSection{old: i, s: f.secs[i], bytes: a == keep && i != 0}
 		if a == nobits {
 			o.s.typ = shtNobits
 		}
@@ -196,23 +202,26 @@ func (f *file) rewrite(mode Mode) (Result, []byte, error) {
 	if mode == DebugOnly && len(f.progs) > 0 {
 		prefix = f.loadedEnd(acts)
 	}
+	// Validate everything whose bytes are kept before reading any of it.
+	// Kept sections do not overlap in a sane file, so together they fit in
+	// it; this bounds the output buffer by the input's size.
+	var kept uint64
 	for _, o := range outs {
-		if o.s.typ == shtNobits || o.old == 0 || (prefix > 0 && o.s.off+o.s.size <= prefix) {
+		if !o.bytes {
 			continue
+		}
+		if kept += o.s.size; kept > uint64(f.size) || kept < o.s.size {
+			return res, nil, formatErr("kept sections add up to more than the file's %d bytes (overlapping sections)", f.size)
+		}
+		if end, carry := bits.Add64(o.s.off, o.s.size, 0); carry != 0 || end > uint64(f.size) {
+			return res, nil, formatErr("section %s (offset %d, size %d) runs past the end of the file", o.s.name, o.s.off, o.s.size)
 		}
 		if o.s.align > 1 && o.s.align&(o.s.align-1) != 0 {
 			return res, nil, formatErr("section %s alignment %d is not a power of two", o.s.name, o.s.align)
 		}
-		if o.data, err = f.readAt(o.s.off, o.s.size, "section "+o.s.name); err != nil {
-			return res, nil, err
-		}
 	}
-	symOut, err := f.rewriteSymbols(outs, newIndex, symtab, &res)
-	if err != nil {
+	if err := f.rewriteSymbols(outs, newIndex, symtab, &res); err != nil {
 		return res, nil, err
-	}
-	if symOut == 0 && mode == KeepList {
-		return res, nil, errors.New("no named symbol would remain")
 	}
 	for _, o := range outs {
 		f.remapLinks(o, newIndex, acts)
@@ -221,10 +230,19 @@ func (f *file) rewrite(mode Mode) (Result, []byte, error) {
 	if err != nil {
 		return res, nil, err
 	}
+	if mode == KeepList && !hasNamedSymbol(f, outs, symtab, buf) {
+		return res, nil, errors.New("no named symbol would remain")
+	}
 	if err := f.selfCheck(buf); err != nil {
 		return res, nil, fmt.Errorf("self-check of the %s output: %w", mode, err)
 	}
-	res.BuildID = buildIDFromSections(f, outs)
+	res.BuildID = buildIDFromSections(f, outs, buf)
+	for _, o := range outs {
+		if o.s.name == ".rodata" && o.bytes {
+			res.IKConfig, _ = IKConfig(buf[o.s.off : o.s.off+o.s.size])
+			break
+		}
+	}
 	return res, buf, nil
 }
 
@@ -245,10 +263,9 @@ func (f *file) loadedEnd(acts []action) uint64 {
 	return min(end, uint64(f.size))
 }
 
-// rewriteSymbols rewrites .symtab (and .symtab_shndx) for the new section
-// numbers, dropping symbols of deleted sections, and returns how many named
-// symbols remain.
-func (f *file) rewriteSymbols(outs []*outSection, newIndex []uint32, symtab int, res *Result) (int, error) {
+// rewriteSymbols rewrites .symtab (and .symtab_shndx) in memory for the new
+// section numbers, dropping symbols of deleted sections.
+func (f *file) rewriteSymbols(outs []*outSection, newIndex []uint32, symtab int, res *Result) error {
 	var st, shndx *outSection
 	for _, o := range outs {
 		if o.old == symtab {
@@ -258,87 +275,107 @@ func (f *file) rewriteSymbols(outs []*outSection, newIndex []uint32, symtab int,
 			shndx = o
 		}
 	}
-	if st.data == nil {
-		return 0, formatErr("symbol table has no bytes")
+	if !st.bytes {
+		return formatErr("symbol table has no bytes")
 	}
 	size := uint64(f.l.symsize)
 	if st.s.entsize != size || st.s.size%size != 0 {
-		return 0, formatErr("symbol table entry size %d (section size %d), want %d", st.s.entsize, st.s.size, size)
+		return formatErr("symbol table entry size %d (section size %d), want %d", st.s.entsize, st.s.size, size)
 	}
 	n := st.s.size / size
 	res.SymbolsIn = int(n)
-	if n == 0 {
-		return 0, nil
-	}
 	if uint64(st.s.info) > n {
-		return 0, formatErr("symbol table says %d locals but has %d symbols", st.s.info, n)
+		return formatErr("symbol table says %d locals but has %d symbols", st.s.info, n)
+	}
+	var err error
+	if st.data, err = f.readAt(f.secs[symtab].off, st.s.size, "symbol table"); err != nil {
+		return err
 	}
 	var xtab []byte
 	if shndx != nil {
-		if shndx.data == nil || uint64(len(shndx.data)) < n*4 {
-			return 0, formatErr("extended section index table is shorter than the symbol table")
+		if shndx.bytes {
+			if xtab, err = f.readAt(shndx.s.off, shndx.s.size, "extended section index table"); err != nil {
+				return err
+			}
 		}
-		xtab = shndx.data
+		if uint64(len(xtab)) < n*4 {
+			return formatErr("extended section index table is shorter than the symbol table")
+		}
 	}
 	off := 14 // st_shndx in ELF32
 	if f.class == class64 {
 		off = 6
 	}
-	var names []byte
-	for _, o := range outs {
-		if o.old == int(f.secs[symtab].link) {
-			names = o.data
-		}
-	}
-	out := make([]byte, 0, len(st.data))
-	var xout []byte
-	locals, named := uint32(0), 0
+	// Compact in place: entry w of the output is written after entry i of
+	// the input has been read, and w <= i.
+	w, locals := uint64(0), uint32(0)
 	for i := uint64(0); i < n; i++ {
 		ent := st.data[i*size : (i+1)*size]
 		raw := uint32(f.bo.Uint16(ent[off:]))
 		sec := raw
 		if raw == shnXindex {
 			if xtab == nil {
-				return 0, formatErr("symbol %d uses SHN_XINDEX without a .symtab_shndx", i)
+				return formatErr("symbol %d uses SHN_XINDEX without a .symtab_shndx", i)
 			}
 			sec = f.bo.Uint32(xtab[i*4:])
 		}
-		newSec, newRaw, xval := raw, raw, uint32(0)
+		newRaw, xval := raw, uint32(0)
+		if raw == shnXindex {
+			newRaw = 0 // resolved below; SHN_XINDEX only survives with a real index
+		}
 		if i > 0 && sec != shnUndef && (raw == shnXindex || raw < shnLoreserve) {
 			if uint64(sec) >= uint64(len(f.secs)) {
-				return 0, formatErr("symbol %d refers to section %d of %d", i, sec, len(f.secs))
+				return formatErr("symbol %d refers to section %d of %d", i, sec, len(f.secs))
 			}
 			if newIndex[sec] == 0 {
 				continue // its section is gone
 			}
-			newSec = newIndex[sec]
-			newRaw = newSec
-			if newSec >= shnLoreserve {
-				newRaw, xval = shnXindex, newSec
+			newRaw = newIndex[sec]
+			if newRaw >= shnLoreserve {
+				newRaw, xval = shnXindex, newIndex[sec]
 			}
 		}
-		_ = newSec
-		e := append([]byte{}, ent...)
-		f.bo.PutUint16(e[off:], uint16(newRaw))
-		out = append(out, e...)
+		dst := st.data[w*size : (w+1)*size]
+		copy(dst, ent)
+		f.bo.PutUint16(dst[off:], uint16(newRaw))
 		if xtab != nil {
-			xout = f.bo.AppendUint32(xout, xval)
+			f.bo.PutUint32(xtab[w*4:], xval)
 		}
 		if i < uint64(st.s.info) {
 			locals++
 		}
-		if i > 0 && names != nil {
-			if nameOff := f.bo.Uint32(ent[0:]); nameOff != 0 && uint64(nameOff) < uint64(len(names)) && names[nameOff] != 0 {
-				named++
-			}
+		w++
+	}
+	st.data, st.s.size, st.s.info = st.data[:w*size], w*size, locals
+	if shndx != nil {
+		shndx.data, shndx.s.size = xtab[:w*4], w*4
+	}
+	res.SymbolsOut = int(w)
+	return nil
+}
+
+// hasNamedSymbol reports whether the output's symbol table names anything.
+func hasNamedSymbol(f *file, outs []*outSection, symtab int, buf []byte) bool {
+	var st, names *outSection
+	for _, o := range outs {
+		if o.old == symtab {
+			st = o
+		}
+		if o.old == int(f.secs[symtab].link) {
+			names = o
 		}
 	}
-	st.data, st.s.size, st.s.info = out, uint64(len(out)), locals
-	if shndx != nil {
-		shndx.data, shndx.s.size = xout, uint64(len(xout))
+	if names == nil || !names.bytes {
+		return false
 	}
-	res.SymbolsOut = len(out) / int(size)
-	return named, nil
+	strtab := buf[names.s.off : names.s.off+names.s.size]
+	size := uint64(f.l.symsize)
+	for i := size; i+size <= uint64(len(st.data)); i += size {
+		if off := uint64(f.bo.Uint32(st.data[i:])); off != 0 && off < uint64(len(strtab)) && strtab[off] != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // remapLinks rewrites the section indices in one header.
@@ -375,35 +412,26 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 	if wide {
 		word = 8
 	}
-	var buf []byte
-	pos := uint64(f.l.ehsize)
+	phsize := uint64(len(f.progs) * f.l.phentsize)
+	pos := max(uint64(f.l.ehsize), prefix)
 	phoff := uint64(0)
 	if len(f.progs) > 0 {
-		if prefix > 0 && f.h.phoff+uint64(len(f.progs)*f.l.phentsize) <= prefix && f.h.phoff >= uint64(f.l.ehsize) {
-			phoff = f.h.phoff
+		if prefix > 0 && f.h.phoff >= uint64(f.l.ehsize) && f.h.phoff+phsize <= prefix {
+			phoff = f.h.phoff // already inside the fixed prefix
 		} else {
-			phoff = alignUp(max(pos, prefix), word)
+			phoff = alignUp(pos, word)
+			pos = phoff + phsize
 		}
 	}
-	if prefix > 0 {
-		pre, err := f.readAt(0, prefix, "loaded image")
-		if err != nil {
-			return nil, err
-		}
-		buf = pre
-		pos = prefix
-	}
-	if phoff >= pos {
-		pos = phoff + uint64(len(f.progs)*f.l.phentsize)
-	}
+	inPrefix := func(o *outSection) bool { return prefix > 0 && f.secs[o.old].off+f.secs[o.old].size <= prefix }
 	// Place sections in original offset order.
 	order := append([]*outSection(nil), outs[1:]...)
 	sort.SliceStable(order, func(i, j int) bool { return order[i].s.off < order[j].s.off })
 	for _, o := range order {
 		switch {
-		case prefix > 0 && o.data == nil && o.s.typ != shtNobits:
+		case o.bytes && inPrefix(o) && o.data == nil:
 			// bytes already in the prefix at their original offset
-		case o.s.typ == shtNobits:
+		case !o.bytes:
 			// Occupies nothing; inside a fixed prefix it keeps its offset,
 			// elsewhere it conventionally sits at the current position.
 			if prefix == 0 || o.s.off > prefix {
@@ -411,7 +439,7 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 			}
 		default:
 			o.s.off = alignUp(pos, max(o.s.align, 1))
-			pos = o.s.off + uint64(len(o.data))
+			pos = o.s.off + o.s.size
 		}
 	}
 	shoff := alignUp(pos, word)
@@ -420,12 +448,21 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 	if !wide && end > 1<<32-1 {
 		return nil, formatErr("output of %d bytes does not fit ELF32 offsets", end)
 	}
-	if uint64(len(buf)) < end {
-		buf = append(buf, make([]byte, end-uint64(len(buf)))...)
+	buf := make([]byte, end)
+	if prefix > 0 {
+		if _, err := f.r.ReadAt(buf[:prefix], 0); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read loaded image: %w", err)
+		}
 	}
 	for _, o := range order {
-		if o.data != nil {
+		switch {
+		case o.data != nil:
 			copy(buf[o.s.off:], o.data)
+		case o.bytes && !inPrefix(o):
+			old := f.secs[o.old]
+			if _, err := f.r.ReadAt(buf[o.s.off:o.s.off+o.s.size], int64(old.off)); err != nil && !errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("read section %s: %w", old.name, err)
+			}
 		}
 	}
 	// Section 0 carries the counts that do not fit the header fields.
@@ -442,20 +479,16 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 	if len(f.progs) >= pnXnum {
 		s0.info, ePhnum = uint32(len(f.progs)), pnXnum
 	}
-	e := &encoder{bo: f.bo, wide: wide}
+	e := &encoder{b: buf[shoff:shoff], bo: f.bo, wide: wide}
 	for _, o := range outs {
 		f.encodeSection(e, &o.s)
 	}
-	copy(buf[shoff:], e.b)
-	// Program headers.
-	e = &encoder{bo: f.bo, wide: wide}
+	e = &encoder{b: buf[phoff:phoff], bo: f.bo, wide: wide}
 	for _, p := range f.progs {
 		q := f.retarget(p, outs, phoff, prefix)
 		f.encodeProg(e, &q)
 	}
-	copy(buf[phoff:], e.b)
-	// ELF header.
-	e = &encoder{bo: f.bo, wide: wide}
+	e = &encoder{b: buf[:0], bo: f.bo, wide: wide}
 	e.b = append(e.b, f.h.ident[:]...)
 	e.u16(f.h.typ)
 	e.u16(f.h.machine)
@@ -474,7 +507,6 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 	e.u16(uint16(f.l.shentsize))
 	e.u16(eShnum)
 	e.u16(eShstrndx)
-	copy(buf, e.b)
 	return buf, nil
 }
 
@@ -509,7 +541,7 @@ func (f *file) retarget(p prog, outs []*outSection, phoff, prefix uint64) prog {
 	covered := uint64(0)
 	for _, o := range outs[1:] {
 		old := f.secs[o.old]
-		if o.data == nil || old.typ == shtNobits || old.off < p.off || old.off+old.size > p.off+p.filesz {
+		if !o.bytes || old.off < p.off || old.off+old.size > p.off+p.filesz {
 			continue
 		}
 		if first == nil || o.s.off < first.s.off {
@@ -546,24 +578,54 @@ func (f *file) selfCheck(out []byte) error {
 	if err != nil {
 		return fmt.Errorf("debug/elf cannot parse it: %w", err)
 	}
-	syms, err := ef.Symbols()
-	if err != nil {
+	var symtab *elf.Section
+	for _, s := range ef.Sections {
+		if s.Type == elf.SHT_SYMTAB {
+			symtab = s
+			break
+		}
+	}
+	// Symbols() would decode all of them; the count and the first real
+	// entry are enough to show the table is there and readable.
+	if symtab == nil || symtab.Entsize == 0 || symtab.Size/symtab.Entsize < 2 {
+		return errors.New("symbol table is missing or empty")
+	}
+	if _, err := symtab.ReadAt(make([]byte, symtab.Entsize), int64(symtab.Entsize)); err != nil {
 		return fmt.Errorf("symbol table: %w", err)
 	}
-	if len(syms) == 0 {
-		return errors.New("symbol table is empty")
-	}
-	if btfIn := f.sectionBytes(".BTF"); btfIn != nil {
-		s := ef.Section(".BTF")
-		if s == nil {
-			return errors.New(".BTF is missing")
+	for _, s := range f.secs {
+		if s.name != ".BTF" || s.typ == shtNobits {
+			continue
 		}
-		got, err := s.Data()
-		if err != nil || !bytes.Equal(got, btfIn) {
-			return fmt.Errorf(".BTF bytes differ from the input's (err %v)", err)
+		got := ef.Section(".BTF")
+		if got == nil || got.Type == elf.SHT_NOBITS || got.Size != s.size {
+			return errors.New(".BTF is missing or has another size")
 		}
+		if err := sameBytes(got.Open(), io.NewSectionReader(f.r, int64(s.off), int64(s.size))); err != nil {
+			return fmt.Errorf(".BTF differs from the input's: %w", err)
+		}
+		break
 	}
 	return nil
+}
+
+// sameBytes compares two readers chunk by chunk, without holding either
+// whole in memory.
+func sameBytes(a, b io.Reader) error {
+	ba, bb := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		na, ea := io.ReadFull(a, ba)
+		nb, eb := io.ReadFull(b, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return errors.New("bytes differ")
+		}
+		if ea != nil || eb != nil {
+			if (ea == io.EOF || ea == io.ErrUnexpectedEOF) && (eb == io.EOF || eb == io.ErrUnexpectedEOF) {
+				return nil
+			}
+			return errors.Join(ea, eb)
+		}
+	}
 }
 
 // sectionBytes reads the bytes of the first section with the given name,

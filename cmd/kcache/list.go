@@ -15,7 +15,7 @@ import (
 var listLegends = []struct{ tag, legend string }{
 	{"(stale kconfig)", "warning: entries marked (stale kconfig) were built with a different kconfig fragment than the current one (hash {current}); rebuild them and store them again."},
 	{"(untracked kconfig)", "(untracked kconfig) marks entries stored without a kconfig hash, so kcache cannot tell whether they match the current kconfig (hash {current}); store them again with --kconfig or --kconfig-hash."},
-	{"(unstripped)", "(unstripped) marks entries whose vmlinux is stored whole, without its debug sections stripped; they take more space and every lookup warns."},
+	{"(unstripped)", "(unstripped) marks entries whose vmlinux could not be stripped when it was stored and is kept whole; they take more space and every lookup warns. `kcache strip VMLINUX` (without -o) shows why."},
 	{"(pinned)", "(pinned) marks entries that clean and gc never remove; `kcache unpin KEY` releases one."},
 }
 

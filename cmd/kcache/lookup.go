@@ -3,29 +3,44 @@ package main
 import (
 	"fmt"
 
+	"github.com/kcache/kcache"
 	"github.com/spf13/cobra"
 )
 
 func newLookupCmd(a *app) *cobra.Command {
 	var asJSON bool
+	var buildID string
 	cmd := &cobra.Command{
-		Use:   "lookup KEY",
+		Use:   "lookup KEY | --build-id HEX",
 		Short: "Print the paths of a cached kernel's image and vmlinux",
 		Long: `Print the path of KEY's boot image, then the path of its vmlinux on a second
 line when it has one. The paths stay valid until the entry is replaced or
 removed; to keep it from being replaced while you use it, run your command
 under 'kcache run KEY -- ...'.
 
+With --build-id, the entry is found by its vmlinux's GNU build ID (the newest
+if several entries share it).
+
 Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 {"key", "error", "error_kind"} is printed first).`,
-		Args:              args(cobra.ExactArgs(1)),
+		Args: args(func(cmd *cobra.Command, argv []string) error {
+			if buildID != "" {
+				return cobra.NoArgs(cmd, argv)
+			}
+			return cobra.ExactArgs(1)(cmd, argv)
+		}),
 		ValidArgsFunction: completeKeys(a),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			c, err := a.cache()
 			if err != nil {
 				return err
 			}
-			e, err := c.Lookup(argv[0])
+			var e *kcache.Entry
+			if buildID != "" {
+				e, err = c.LookupBuildID(buildID)
+			} else {
+				e, err = c.Lookup(argv[0])
+			}
 			if err != nil {
 				return reportEntryErr(a, asJSON, err)
 			}
@@ -44,5 +59,6 @@ Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the entry as JSON (the list schema)")
+	cmd.Flags().StringVar(&buildID, "build-id", "", "find the entry whose vmlinux has this GNU build ID (hex) instead of naming KEY")
 	return cmd
 }

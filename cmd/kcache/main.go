@@ -138,7 +138,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 in use.`,
 	root.AddCommand(
 		newStoreCmd(a), newLookupCmd(a), newListCmd(a), newShowCmd(a), newRmCmd(a),
 		newRunCmd(a), newLocksCmd(a), newPinCmd(a), newUnpinCmd(a), newKconfigCmd(a),
-		newVersionCmd(a),
+		newVersionCmd(a), newStripCmd(a), newConfigCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,69 @@
+package kcache
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/strip"
+)
+
+// ErrNoConfig means a kernel carries no embedded config.
+var ErrNoConfig = strip.ErrNoIKConfig
+
+// KernelConfig returns the kernel config embedded (IKCONFIG) in key's
+// vmlinux. An entry without a vmlinux, or a kernel built without
+// CONFIG_IKCONFIG, is an ErrNoConfig error that says which.
+func (c *Cache) KernelConfig(key string) (string, error) {
+	e, err := c.Describe(key)
+	if err != nil {
+		return "", err
+	}
+	if e.VmlinuxPath == "" {
+		return "", fmt.Errorf("cache entry %q has no vmlinux, so no embedded config: %w", key, ErrNoConfig)
+	}
+	f, err := os.Open(e.VmlinuxPath)
+	if err != nil {
+		return "", fmt.Errorf("config of %q: %w", key, err)
+	}
+	defer f.Close()
+	config, err := strip.IKConfigELF(f, e.Vmlinux.Size)
+	if errors.Is(err, strip.ErrNoIKConfig) {
+		return "", fmt.Errorf("cache entry %q: %w", key, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("config of %q: %w", key, err)
+	}
+	return config, nil
+}
+
+// LookupBuildID finds the entry whose vmlinux has the GNU build ID id (hex,
+// any case) and looks it up like Lookup. When several entries share the
+// vmlinux, the newest built_at wins (ties: the smallest key).
+func (c *Cache) LookupBuildID(id string) (*Entry, error) {
+	id = strings.ToLower(id)
+	if id == "" || strings.Trim(id, "0123456789abcdef") != "" {
+		return nil, invalidf("build ID %q is not hex", id)
+	}
+	var best *index.Record
+	_, err := c.view(func(tx *index.Tx) error {
+		return tx.ForEach(func(_ string, rec *index.Record, err error) error {
+			if err != nil || rec.BuildID == nil || *rec.BuildID != id {
+				return nil
+			}
+			if best == nil || rec.BuiltAt > best.BuiltAt || (rec.BuiltAt == best.BuiltAt && rec.Key < best.Key) {
+				best = rec
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lookup build ID %s: %w", id, err)
+	}
+	if best == nil {
+		return nil, &NotFoundError{BuildID: id}
+	}
+	return c.Lookup(best.Key)
+}
