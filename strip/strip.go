@@ -448,6 +448,11 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 	if !wide && end > 1<<32-1 {
 		return nil, formatErr("output of %d bytes does not fit ELF32 offsets", end)
 	}
+	// Kept bytes and headers come from the input, so only alignment padding
+	// can make the output outgrow it; huge sh_addralign values are hostile.
+	if end > 2*uint64(f.size)+1<<20 || end < pos {
+		return nil, formatErr("section alignments would make the output %d bytes from a %d-byte input", end, f.size)
+	}
 	buf := make([]byte, end)
 	if prefix > 0 {
 		if _, err := f.r.ReadAt(buf[:prefix], 0); err != nil && !errors.Is(err, io.EOF) {
