@@ -24,6 +24,9 @@ type Metadata struct {
 	KconfigHash            *string // CRC-32 of the kconfig fragment, 8 lowercase hex
 	SourceVmlinuxSize      *uint64
 	SourceVmlinuxMtimeSecs *int64
+	// ConfigHZ is CONFIG_HZ from the build's .config, recorded when the
+	// vmlinux has no embedded config (IKCONFIG wins when it has one).
+	ConfigHZ *uint64
 }
 
 // CRC32Hex returns the CRC-32 (IEEE) of data as ktstr writes it: 8 lowercase

@@ -117,8 +117,8 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
 		ImageName: meta.ImageName, ConfigHash: meta.ConfigHash, BuiltAt: meta.BuiltAt,
 		KconfigHash: meta.KconfigHash, SourceVmlinuxSize: meta.SourceVmlinuxSize,
-		SourceVmlinuxMtimeSecs: meta.SourceVmlinuxMtimeSecs,
-		StoredAt:               time.Now().UTC().Format(time.RFC3339Nano),
+		SourceVmlinuxMtimeSecs: meta.SourceVmlinuxMtimeSecs, ConfigHZ: meta.ConfigHZ,
+		StoredAt: time.Now().UTC().Format(time.RFC3339Nano),
 	}
 	var err error
 	if rec.Image, err = c.ingestFile(st, image); err != nil {
@@ -200,7 +200,7 @@ func (c *Cache) ingestVmlinux(st *staging, f *os.File, rec *index.Record) error 
 		}
 		config, _ = strip.IKConfigELF(f, size)
 	}
-	if v, ok := strip.ConfigValue(config, "HZ"); ok {
+	if v, ok := strip.ConfigValue(config, "HZ"); ok { // the kernel's own config wins
 		if hz, err := strconv.ParseUint(v, 10, 64); err == nil {
 			rec.ConfigHZ = &hz
 		}

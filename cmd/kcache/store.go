@@ -5,8 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 
 	"github.com/kcache/kcache"
+	"github.com/kcache/kcache/strip"
 	"github.com/spf13/cobra"
 )
 
@@ -64,11 +66,17 @@ The source type is --source, else git when --ref is given, local when
 				}
 			}
 			if configFile != "" {
-				h, err := kcache.CRC32File(configFile)
+				data, err := os.ReadFile(configFile)
 				if err != nil {
 					return fmt.Errorf("--config: %w", err)
 				}
+				h := kcache.CRC32Hex(data)
 				meta.ConfigHash = &h
+				if v, ok := strip.ConfigValue(string(data), "HZ"); ok {
+					if hz, err := strconv.ParseUint(v, 10, 64); err == nil {
+						meta.ConfigHZ = &hz
+					}
+				}
 			}
 			h, err := kconfigFlag(kconfigFile, kconfigHash)
 			if err != nil {
@@ -106,7 +114,7 @@ The source type is --source, else git when --ref is given, local when
 	f.StringVar(&ref, "ref", "", "git ref that was built (git sources)")
 	f.StringVar(&sourceTree, "source-tree", "", "source tree that was built (local sources)")
 	f.StringVar(&arch, "arch", "", "architecture, e.g. x86_64 or aarch64 (default: this machine's)")
-	f.StringVar(&configFile, "config", "", "the build's .config; its CRC-32 is recorded as config_hash")
+	f.StringVar(&configFile, "config", "", "the build's .config; its CRC-32 is recorded as config_hash, and its CONFIG_HZ as config_hz when the vmlinux embeds no config")
 	f.StringVar(&kconfigFile, "kconfig", "", "kconfig fragment the kernel was built with; its CRC-32 is recorded as kconfig_hash")
 	f.StringVar(&kconfigHash, "kconfig-hash", "", "kconfig_hash to record (8 lowercase hex), instead of --kconfig")
 	f.StringVar(&builtAt, "built-at", "", "build time, RFC 3339 (default: now)")

@@ -190,3 +190,39 @@ func TestCLIStrip(t *testing.T) {
 		t.Errorf("strip -o DIR: exit %d %q", code, stderr)
 	}
 }
+
+// TestCLIConfigHZ: config_hz comes from the kernel's embedded config, else
+// from --config, else it is null.
+func TestCLIConfigHZ(t *testing.T) {
+	root := t.TempDir()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "bzImage")
+	os.WriteFile(img, []byte("boot image"), 0o644)
+	cfg := filepath.Join(dir, ".config")
+	os.WriteFile(cfg, []byte("CONFIG_HZ_1000=y\nCONFIG_HZ=1000\n"), 0o644)
+	for _, tc := range []struct {
+		key, vmlinux string
+		config       bool
+		want         string
+	}{
+		{"embedded-wins", fixtureX86, true, "250"},
+		{"from-dot-config", "../../testdata/elf/vmlinux-x86_64-noikconfig", true, "1000"},
+		{"none", "../../testdata/elf/vmlinux-x86_64-noikconfig", false, "null"},
+	} {
+		args := []string{"store", tc.key, "--image", img, "--vmlinux", tc.vmlinux, "--json"}
+		if tc.config {
+			args = append(args, "--config", cfg)
+		}
+		out, stderr, code := runIn(t, root, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d %s", tc.key, code, stderr)
+		}
+		var e map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(out), &e); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(e["config_hz"]); got != tc.want {
+			t.Errorf("%s: config_hz = %s, want %s", tc.key, got, tc.want)
+		}
+	}
+}
