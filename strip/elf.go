@@ -31,9 +31,10 @@ const (
 	shtGnuVerneed  = 0x6ffffffe
 	shtGnuVersym   = 0x6fffffff
 
-	shfAlloc     = 0x2
-	shfInfoLink  = 0x40
-	shfLinkOrder = 0x80
+	shfAlloc      = 0x2
+	shfInfoLink   = 0x40
+	shfLinkOrder  = 0x80
+	shfCompressed = 0x800
 
 	shnUndef     = 0
 	shnLoreserve = 0xff00

@@ -278,6 +278,9 @@ func (f *file) rewriteSymbols(outs []*outSection, newIndex []uint32, symtab int,
 	if !st.bytes {
 		return formatErr("symbol table has no bytes")
 	}
+	if (st.s.flags|shndxFlags(shndx))&shfCompressed != 0 {
+		return formatErr("compressed symbol tables are not supported")
+	}
 	size := uint64(f.l.symsize)
 	if st.s.entsize != size || st.s.size%size != 0 {
 		return formatErr("symbol table entry size %d (section size %d), want %d", st.s.entsize, st.s.size, size)
@@ -352,6 +355,13 @@ func (f *file) rewriteSymbols(outs []*outSection, newIndex []uint32, symtab int,
 	}
 	res.SymbolsOut = int(w)
 	return nil
+}
+
+func shndxFlags(o *outSection) uint64 {
+	if o == nil {
+		return 0
+	}
+	return o.s.flags
 }
 
 // hasNamedSymbol reports whether the output's symbol table names anything.
@@ -595,7 +605,7 @@ func (f *file) selfCheck(out []byte) error {
 	if symtab == nil || symtab.Entsize == 0 || symtab.Size/symtab.Entsize < 2 {
 		return errors.New("symbol table is missing or empty")
 	}
-	if _, err := symtab.ReadAt(make([]byte, symtab.Entsize), int64(symtab.Entsize)); err != nil {
+	if _, err := io.ReadFull(symtab.Open(), make([]byte, 2*symtab.Entsize)); err != nil {
 		return fmt.Errorf("symbol table: %w", err)
 	}
 	for _, s := range f.secs {
