@@ -64,6 +64,9 @@ var (
 	ErrIndexCorrupt = index.ErrCorrupt
 	// ErrCorruptEntry is matched by every *CorruptError.
 	ErrCorruptEntry = errors.New("corrupt entry")
+	// ErrReadOnly: the cache was opened with Options.ReadOnly and the call
+	// would write.
+	ErrReadOnly = errors.New("the cache is opened read-only (--read-only); this would write")
 )
 
 // Options tune a Cache. The zero value gives the defaults.
@@ -75,6 +78,9 @@ type Options struct {
 	// Warn receives one-line warnings (unstripped vmlinux, failed cleanups).
 	// Nil means os.Stderr.
 	Warn io.Writer
+	// ReadOnly makes the cache never write: lookups do not record
+	// last_used, and calls that must write fail with ErrReadOnly.
+	ReadOnly bool
 }
 
 // Cache is a cache root. Creating one touches nothing on disk.
@@ -220,29 +226,58 @@ func (c *Cache) view(fn func(*index.Tx) error) (ok bool, err error) {
 }
 
 // update runs fn in a read-write transaction. Blobs that fn reports released
-// are removed after the commit while the index is still held, so no
-// concurrent writer can take a new reference to a blob between the commit
-// and the removal (Tx.Put checks that unreferenced blobs exist).
+// (their reference count reached zero) are unlinked after the commit, with
+// the index closed, and then forgotten (see release).
 func (c *Cache) update(fn func(*index.Tx) (released []string, err error)) error {
+	if c.opt.ReadOnly {
+		return ErrReadOnly
+	}
 	db, err := c.openIndex(false)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
 	var released []string
-	if err := db.Update(func(tx *index.Tx) error {
+	err = db.Update(func(tx *index.Tx) error {
 		var err error
 		released, err = fn(tx)
 		return err
-	}); err != nil {
+	})
+	if cerr := db.Close(); err == nil && cerr != nil {
+		c.warnf("%v", cerr)
+	}
+	if err != nil {
 		return c.explainIndexErr(err)
 	}
+	c.release(released)
+	return nil
+}
+
+// release unlinks the files of released blobs, then forgets their records in
+// a second short transaction. The index lock is not held while unlinking, so
+// a removal of thousands of entries blocks other processes only for its
+// bookkeeping; writers meanwhile refuse the dying blobs (index.ErrBlobDying).
+// Failures are warnings: the sweep finishes what is left.
+func (c *Cache) release(released []string) {
+	if len(released) == 0 {
+		return
+	}
+	gone := released[:0:0]
 	for _, d := range released {
 		if err := c.blobs.Remove(d); err != nil {
 			c.warnf("%v (the sweep will retry)", err)
+			continue
 		}
+		gone = append(gone, d)
 	}
-	return nil
+	db, err := c.openIndex(false)
+	if err != nil {
+		c.warnf("forget released blobs: %v (the sweep will retry)", err)
+		return
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *index.Tx) error { return tx.Forget(gone) }); err != nil {
+		c.warnf("forget released blobs: %v (the sweep will retry)", c.explainIndexErr(err))
+	}
 }
 
 // acquire validates key and takes its entry lock.

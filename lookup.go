@@ -63,6 +63,9 @@ func (c *Cache) Describe(key string) (*Entry, error) {
 // touch records last_used when it is older than lastUsedInterval. It is best
 // effort: a busy index or a read-only cache must not fail a lookup.
 func (c *Cache) touch(e *Entry) {
+	if c.opt.ReadOnly {
+		return
+	}
 	now := time.Now()
 	if last, err := time.Parse(time.RFC3339, e.LastUsed); err == nil && now.Sub(last) < lastUsedInterval {
 		return

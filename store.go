@@ -24,10 +24,6 @@ type Artifacts struct {
 	Vmlinux string // vmlinux path; optional
 }
 
-// storeAttempts bounds retries when a blob this store ingested was removed by
-// a concurrent writer before our index transaction could reference it.
-const storeAttempts = 3
-
 // Store copies a kernel into the cache under key, replacing any entry there
 // atomically: readers see the old entry or the new one. It waits up to
 // Options.StoreLockTimeout for holders of the key's lock (harnesses holding
@@ -71,7 +67,15 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		}
 	}()
 
+	// A blob this store deduplicated against can be removed by a concurrent
+	// rm or gc before our transaction references it: either already gone
+	// (ErrNotExist) or released and about to be unlinked (ErrBlobDying).
+	// Both resolve by waiting briefly and writing the blobs again.
+	deadline := time.Now().Add(index.DyingAbandonAfter + 5*time.Second)
 	for attempt := 1; ; attempt++ {
+		if c.opt.ReadOnly {
+			return nil, ErrReadOnly
+		}
 		rec, err := c.ingest(st, key, meta, image, vmlinux)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
@@ -81,8 +85,9 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 			pinned = tx.Pinned(key)
 			return tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
 		})
-		if errors.Is(err, fs.ErrNotExist) && attempt < storeAttempts {
-			continue // a concurrent rm removed a blob we deduplicated against
+		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) && time.Now().Before(deadline) {
+			time.Sleep(min(time.Duration(attempt)*20*time.Millisecond, 500*time.Millisecond))
+			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)

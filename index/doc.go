@@ -16,8 +16,10 @@
 //	                        is time order; a reverse cursor yields newest first without
 //	                        decoding any record (Tx.Newest)
 //	blobs/
-//	    <64 hex sha256>  -> msgpack BlobRef {size, refs}: how many entries reference
-//	                        the blob (image, vmlinux and manifest each count once)
+//	    <64 hex sha256>  -> msgpack BlobRef {size, refs, dying}: how many entries
+//	                        reference the blob (image, vmlinux and manifest each count
+//	                        once); dying is the time refs reached zero, until the
+//	                        remover has unlinked the file and Forgets the record
 //	pins/
 //	    <cache key>      -> msgpack Pin {pinned_at, note}
 //
@@ -27,8 +29,13 @@
 //   - Every record is also written to the blob directory as a manifest
 //     (EncodeManifest), so the index is a view that can be rebuilt from disk.
 //   - Refcounts change only inside Put and Delete, in the same transaction as
-//     the record they belong to; a blob whose count reaches zero is deleted from
-//     blobs/ and returned to the caller, which removes its file after commit.
+//     the record they belong to. A blob whose count reaches zero is marked
+//     dying and returned to the caller, which unlinks its file after the
+//     commit — outside the index lock, so a large removal holds the lock only
+//     for its bookkeeping — and then Forgets it in a second short transaction.
+//     Put refuses dying blobs (ErrBlobDying): a writer cannot adopt a file that
+//     is about to be unlinked. A dying mark older than DyingAbandonAfter
+//     belongs to a remover that died, and Put takes the blob over.
 //   - A schema newer than SchemaVersion is refused (ErrSchemaTooNew).
 //
 // # Opening

@@ -44,7 +44,15 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrNoIndex means a read-only open found no index file: an empty cache.
 	ErrNoIndex = errors.New("no index file")
+	// ErrBlobDying means a blob was released by a removal that has not
+	// unlinked its file yet; the caller waits and writes the blob again.
+	ErrBlobDying = errors.New("blob is being removed")
 )
+
+// DyingAbandonAfter is how long a released blob may stay dying before Put
+// presumes its remover died and takes the blob over. A remover unlinks right
+// after its commit, so this is orders of magnitude longer than it needs.
+var DyingAbandonAfter = 30 * time.Second
 
 // Options control Open.
 type Options struct {
@@ -299,9 +307,24 @@ func (t *Tx) Put(rec *Record, exists func(digest string) bool) (released []strin
 	if err := rec.check(); err != nil {
 		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
 	}
-	blobs := t.tx.Bucket(bucketBlobs)
 	for _, d := range rec.Digests() {
-		if blobs.Get([]byte(d)) == nil && !exists(d) {
+		ref, ok, err := t.Blob(d)
+		if err != nil {
+			return nil, err
+		}
+		if ok && ref.Dying != "" {
+			since, _ := time.Parse(time.RFC3339Nano, ref.Dying)
+			if time.Since(since) < DyingAbandonAfter {
+				return nil, fmt.Errorf("put %q: blob %s: %w", rec.Key, d, ErrBlobDying)
+			}
+			// The remover died between its commit and its unlink: take the
+			// blob over as if the index had never known it.
+			if err := t.tx.Bucket(bucketBlobs).Delete([]byte(d)); err != nil {
+				return nil, err
+			}
+			ok = false
+		}
+		if !ok && !exists(d) {
 			return nil, fmt.Errorf("put %q: blob %s: %w", rec.Key, d, os.ErrNotExist)
 		}
 	}
@@ -379,7 +402,7 @@ func (t *Tx) dropRefs(rec *Record) (released []string, err error) {
 }
 
 // addRef changes a blob's reference count by delta and returns the new count;
-// at zero the blob's record is deleted.
+// at zero the blob is marked dying (see Forget).
 func (t *Tx) addRef(digest string, size int64, delta int64) (int64, error) {
 	b := t.tx.Bucket(bucketBlobs)
 	var ref BlobRef
@@ -392,7 +415,7 @@ func (t *Tx) addRef(digest string, size int64, delta int64) (int64, error) {
 	}
 	ref.Refs += delta
 	if ref.Refs <= 0 {
-		return 0, b.Delete([]byte(digest))
+		ref.Refs, ref.Dying = 0, time.Now().UTC().Format(time.RFC3339Nano)
 	}
 	v, err := msgpack.Marshal(&ref)
 	if err != nil {
@@ -412,6 +435,42 @@ func (t *Tx) Blob(digest string) (BlobRef, bool, error) {
 		return BlobRef{}, false, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
 	}
 	return ref, true, nil
+}
+
+// Forget deletes the records of blobs that are still dying, once their
+// files are gone. A blob that was referenced again meanwhile is kept.
+func (t *Tx) Forget(digests []string) error {
+	b := t.tx.Bucket(bucketBlobs)
+	for _, d := range digests {
+		ref, ok, err := t.Blob(d)
+		if err != nil {
+			return err
+		}
+		if ok && ref.Refs == 0 && ref.Dying != "" {
+			if err := b.Delete([]byte(d)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// DyingBlobs returns the blobs released by a removal whose files may not be
+// unlinked yet, with the time they were released.
+func (t *Tx) DyingBlobs() (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := t.tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
+		var ref BlobRef
+		if err := msgpack.Unmarshal(v, &ref); err != nil {
+			return fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, k, err)
+		}
+		if ref.Dying != "" {
+			since, _ := time.Parse(time.RFC3339Nano, ref.Dying)
+			out[string(k)] = since
+		}
+		return nil
+	})
+	return out, err
 }
 
 // SetLastUsed records when key was last looked up. A missing key is not an

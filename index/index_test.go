@@ -273,3 +273,50 @@ func TestManifestRoundTrip(t *testing.T) {
 		t.Fatal("DecodeManifest accepted an ELF file")
 	}
 }
+
+// TestDyingBlobs: a blob released by a removal stays dying until Forget;
+// Put refuses it meanwhile, and takes it over once the mark is abandoned.
+func TestDyingBlobs(t *testing.T) {
+	db := openRW(t, filepath.Join(t.TempDir(), "index.db"))
+	a := record("a", "2026-01-01T00:00:00Z", 1)
+	var released []string
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(db.Update(func(tx *index.Tx) error { _, err := tx.Put(a, always); return err }))
+	must(db.Update(func(tx *index.Tx) error { var err error; released, err = tx.Delete("a"); return err }))
+	if len(released) != 2 {
+		t.Fatalf("released %v", released)
+	}
+	put := func() error {
+		return db.Update(func(tx *index.Tx) error { _, err := tx.Put(record("b", "2026-01-02T00:00:00Z", 1), always); return err })
+	}
+	if err := put(); !errors.Is(err, index.ErrBlobDying) {
+		t.Fatalf("Put of a dying blob = %v; want ErrBlobDying", err)
+	}
+	must(db.View(func(tx *index.Tx) error {
+		dying, err := tx.DyingBlobs()
+		if len(dying) != 2 {
+			return fmt.Errorf("DyingBlobs = %v, %v", dying, err)
+		}
+		return err
+	}))
+	must(db.Update(func(tx *index.Tx) error { return tx.Forget(released) }))
+	must(put())
+	// A dying mark older than DyingAbandonAfter is taken over.
+	must(db.Update(func(tx *index.Tx) error { _, err := tx.Delete("b"); return err }))
+	old := index.DyingAbandonAfter
+	index.DyingAbandonAfter = 0
+	defer func() { index.DyingAbandonAfter = old }()
+	must(put())
+	must(db.View(func(tx *index.Tx) error {
+		ref, ok, err := tx.Blob(digest(1))
+		if !ok || ref.Refs != 1 || ref.Dying != "" {
+			return fmt.Errorf("taken-over blob = %+v, %v, %v", ref, ok, err)
+		}
+		return err
+	}))
+}

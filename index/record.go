@@ -158,6 +158,11 @@ func DecodeManifest(data []byte) (*Record, error) {
 type BlobRef struct {
 	Size int64 `msgpack:"size"`
 	Refs int64 `msgpack:"refs"`
+	// Dying is set (RFC 3339 UTC) when Refs reached zero: the remover that
+	// released the blob unlinks its file after its commit, outside the
+	// index lock, and then Forgets the record. While it is set, Put refuses
+	// to reference the blob, so no writer can adopt a file about to vanish.
+	Dying string `msgpack:"dying,omitempty"`
 }
 
 // Pin keeps an entry from being collected.
