@@ -16,7 +16,7 @@ import (
 
 // Pin keeps key's entry from being collected by clean and gc. The entry must
 // exist.
-func (c *Cache) Pin(key, note string) error {
+func (c *Cache) Pin(key, reason string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
@@ -27,7 +27,7 @@ func (c *Cache) Pin(key, note string) error {
 		if _, err := tx.Get(key); errors.Is(err, index.ErrNotFound) {
 			return nil, &NotFoundError{Key: key}
 		}
-		return nil, tx.Pin(key, index.Pin{PinnedAt: time.Now().UTC().Format(time.RFC3339), Note: note})
+		return nil, tx.Pin(key, index.Pin{PinnedAt: time.Now().UTC().Format(time.RFC3339), Reason: reason})
 	})
 }
 

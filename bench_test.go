@@ -135,7 +135,7 @@ func benchImpls(dir string) []*benchImpl {
 				}
 				return len(l.Entries), nil
 			},
-			remove: c.Remove,
+			remove: func(key string) error { return c.Remove(key) },
 			warm: func(keys []string) error {
 				for _, k := range keys {
 					if _, err := c.Lookup(k); err != nil {

@@ -229,12 +229,20 @@ func (c *Cache) view(fn func(*index.Tx) error) (ok bool, err error) {
 // (their reference count reached zero) are unlinked after the commit, with
 // the index closed, and then forgotten (see release).
 func (c *Cache) update(fn func(*index.Tx) (released []string, err error)) error {
+	_, err := c.updateTimed(fn)
+	return err
+}
+
+// updateTimed is update that also reports how long the index file was held
+// open for writing (open, transaction, commit, close; not the unlinks).
+func (c *Cache) updateTimed(fn func(*index.Tx) (released []string, err error)) (time.Duration, error) {
 	if c.opt.ReadOnly {
-		return ErrReadOnly
+		return 0, ErrReadOnly
 	}
+	start := time.Now()
 	db, err := c.openIndex(false)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var released []string
 	err = db.Update(func(tx *index.Tx) error {
@@ -245,11 +253,12 @@ func (c *Cache) update(fn func(*index.Tx) (released []string, err error)) error 
 	if cerr := db.Close(); err == nil && cerr != nil {
 		c.warnf("%v", cerr)
 	}
+	held := time.Since(start)
 	if err != nil {
-		return c.explainIndexErr(err)
+		return held, c.explainIndexErr(err)
 	}
 	c.release(released)
-	return nil
+	return held, nil
 }
 
 // release unlinks the files of released blobs, then forgets their records in

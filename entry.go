@@ -102,6 +102,7 @@ type Entry struct {
 	ImagePath   string // the boot image
 	VmlinuxPath string // the vmlinux, "" when the entry has none
 	Pinned      bool
+	PinReason   string // what `kcache pin --reason` said
 }
 
 // Kconfig status words, as ktstr's list shows them.
@@ -128,8 +129,11 @@ func (e *Entry) KconfigStatus(current string) string {
 
 // entryFrom fills in blob paths and checks that the blobs are there with the
 // recorded sizes; a missing or wrong-size blob makes the entry corrupt.
-func (c *Cache) entryFrom(rec *index.Record, pinned bool) (*Entry, error) {
-	e := &Entry{Record: *rec, ImagePath: c.blobs.Path(rec.Image.Digest), Pinned: pinned}
+func (c *Cache) entryFrom(rec *index.Record, pin *index.Pin) (*Entry, error) {
+	e := &Entry{Record: *rec, ImagePath: c.blobs.Path(rec.Image.Digest)}
+	if pin != nil {
+		e.Pinned, e.PinReason = true, pin.Reason
+	}
 	if err := c.checkBlob(rec.Key, "image", rec.ImageName, rec.Image); err != nil {
 		return nil, err
 	}

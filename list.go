@@ -60,7 +60,11 @@ func (c *Cache) List(opt ListOptions) (*Listing, error) {
 			if err != nil {
 				return err
 			}
-			e, err := c.entryFrom(rec, pins[key].PinnedAt != "")
+			var pin *index.Pin
+			if p, ok := pins[key]; ok {
+				pin = &p
+			}
+			e, err := c.entryFrom(rec, pin)
 			var cerr *CorruptError
 			if errors.As(err, &cerr) {
 				l.Entries = append(l.Entries, Listed{Key: key, Corrupt: cerr})

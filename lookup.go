@@ -42,7 +42,7 @@ func (c *Cache) Describe(key string) (*Entry, error) {
 		// deletes the blobs it released before it closes the index, so they
 		// cannot vanish between reading the record and checking them (which
 		// made a concurrent replacement look like a corrupt entry).
-		e, entryErr = c.entryFrom(rec, tx.Pinned(key))
+		e, entryErr = c.entryFrom(rec, tx.PinOf(key))
 		return nil
 	})
 	var derr *index.DecodeError

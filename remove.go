@@ -5,13 +5,35 @@ import (
 	"fmt"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/lock"
 )
+
+// ErrPinned is matched by errors for pinned entries that a removal skipped.
+var ErrPinned = errors.New("entry is pinned")
+
+// PinnedError is a pinned entry that Remove left alone.
+type PinnedError struct {
+	Key    string
+	Reason string
+}
+
+func (e *PinnedError) Error() string {
+	why := ""
+	if e.Reason != "" {
+		why = fmt.Sprintf(" (%s)", e.Reason)
+	}
+	return fmt.Sprintf("cache entry %q is pinned%s; `kcache rm --force %s` removes it anyway, `kcache unpin %s` releases the pin", e.Key, why, e.Key, e.Key)
+}
+
+// Is makes errors.Is(err, ErrPinned) true.
+func (e *PinnedError) Is(target error) bool { return target == ErrPinned }
 
 // Remove deletes the entry under key and every blob no other entry uses. It
 // does not wait: an entry whose lock anyone holds (a harness booting it, a
 // store replacing it) is left alone and the error (ErrInUse) names the
-// holders. A key with no entry is a *NotFoundError.
-func (c *Cache) Remove(key string) error {
+// holders. A pinned entry is a *PinnedError unless RemoveOptions.Force. A
+// key with no entry is a *NotFoundError.
+func (c *Cache) Remove(key string, opts ...RemoveOptions) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
@@ -20,17 +42,28 @@ func (c *Cache) Remove(key string) error {
 	if err := c.exists(key); err != nil {
 		return err
 	}
-	l, err := c.TryAcquireExclusive(key)
-	if err != nil {
-		return fmt.Errorf("remove %q: %w", key, err)
+	var opt RemoveOptions
+	if len(opts) > 0 {
+		opt = opts[0]
 	}
-	defer l.Release()
-	err = c.update(func(tx *index.Tx) ([]string, error) { return tx.Delete(key) })
-	if errors.Is(err, index.ErrNotFound) {
+	r, err := c.removeVictims([]Victim{{Key: key, Reason: "rm"}}, opt)
+	switch {
+	case err != nil:
+		return fmt.Errorf("remove %q: %w", key, err)
+	case len(r.KeptInUse) > 0:
+		h := r.KeptInUse[0]
+		return fmt.Errorf("remove %q: %w", key, &lock.ContendedError{Path: h.Lockfile, What: fmt.Sprintf("cache entry %q", key), Mode: lock.Exclusive, Holders: h.Holders})
+	case len(r.KeptPinned) > 0:
+		reason := ""
+		_, _ = c.view(func(tx *index.Tx) error {
+			if p := tx.PinOf(key); p != nil {
+				reason = p.Reason
+			}
+			return nil
+		})
+		return &PinnedError{Key: key, Reason: reason}
+	case len(r.NotFound) > 0:
 		return &NotFoundError{Key: key}
-	}
-	if err != nil {
-		return fmt.Errorf("remove %q: %w", key, err)
 	}
 	return nil
 }

@@ -80,9 +80,9 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
-		var pinned bool // a pin outlives replacements of its entry
+		var pin *index.Pin // a pin outlives replacements of its entry
 		err = c.update(func(tx *index.Tx) ([]string, error) {
-			pinned = tx.Pinned(key)
+			pin = tx.PinOf(key)
 			return tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
 		})
 		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) && time.Now().Before(deadline) {
@@ -92,7 +92,7 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
-		return c.entryFrom(rec, pinned)
+		return c.entryFrom(rec, pin)
 	}
 }
 

@@ -21,7 +21,9 @@
 //	                        once); dying is the time refs reached zero, until the
 //	                        remover has unlinked the file and Forgets the record
 //	pins/
-//	    <cache key>      -> msgpack Pin {pinned_at, note}
+//	    <cache key>      -> msgpack Pin {pinned_at, reason}
+//	stats/               (created by the first write that counts something)
+//	    <counter name>   -> int64, big endian (StatEvictions, StatLastGC, ...)
 //
 // # Rules
 //

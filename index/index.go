@@ -24,6 +24,7 @@ var (
 	bucketByTime  = []byte("by_time")
 	bucketBlobs   = []byte("blobs")
 	bucketPins    = []byte("pins")
+	bucketStats   = []byte("stats") // created on first write; not in allBuckets
 
 	keySchema  = []byte("schema_version")
 	keyCreated = []byte("created_at")
@@ -437,6 +438,55 @@ func (t *Tx) Blob(digest string) (BlobRef, bool, error) {
 	return ref, true, nil
 }
 
+// Counters kept in the stats bucket.
+const (
+	StatEvictions  = "evictions" // entries removed by rm, clean and gc
+	StatGCRuns     = "gc_runs"   // completed gc runs
+	StatLastGC     = "last_gc"   // unix seconds of the last gc
+	StatLastGCFree = "last_gc_freed_bytes"
+	StatLastSweep  = "last_sweep" // unix seconds of the last blob sweep
+)
+
+// AddStat adds delta to a counter of the stats bucket, creating the bucket
+// on first use (older files lack it).
+func (t *Tx) AddStat(name string, delta int64) error {
+	if delta == 0 {
+		return nil
+	}
+	b, err := t.tx.CreateBucketIfNotExists(bucketStats)
+	if err != nil {
+		return err
+	}
+	var v int64
+	if cur := b.Get([]byte(name)); len(cur) == 8 {
+		v = int64(binary.BigEndian.Uint64(cur))
+	}
+	return b.Put([]byte(name), binary.BigEndian.AppendUint64(nil, uint64(v+delta)))
+}
+
+// SetStat sets a counter of the stats bucket.
+func (t *Tx) SetStat(name string, v int64) error {
+	b, err := t.tx.CreateBucketIfNotExists(bucketStats)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(name), binary.BigEndian.AppendUint64(nil, uint64(v)))
+}
+
+// Stats returns every counter of the stats bucket.
+func (t *Tx) Stats() map[string]int64 {
+	out := map[string]int64{}
+	if b := t.tx.Bucket(bucketStats); b != nil {
+		_ = b.ForEach(func(k, v []byte) error {
+			if len(v) == 8 {
+				out[string(k)] = int64(binary.BigEndian.Uint64(v))
+			}
+			return nil
+		})
+	}
+	return out
+}
+
 // Forget deletes the records of blobs that are still dying, once their
 // files are gone. A blob that was referenced again meanwhile is kept.
 func (t *Tx) Forget(digests []string) error {
@@ -528,6 +578,19 @@ func (t *Tx) Unpin(key string) (bool, error) {
 // Pinned reports whether key is pinned.
 func (t *Tx) Pinned(key string) bool {
 	return t.tx.Bucket(bucketPins).Get([]byte(key)) != nil
+}
+
+// PinOf returns key's pin, or nil.
+func (t *Tx) PinOf(key string) *Pin {
+	v := t.tx.Bucket(bucketPins).Get([]byte(key))
+	if v == nil {
+		return nil
+	}
+	var p Pin
+	if msgpack.Unmarshal(v, &p) != nil {
+		return &Pin{} // pinned all the same: a damaged pin must not unpin
+	}
+	return &p
 }
 
 // Pins returns every pinned key.

@@ -168,5 +168,5 @@ type BlobRef struct {
 // Pin keeps an entry from being collected.
 type Pin struct {
 	PinnedAt string `msgpack:"pinned_at"`
-	Note     string `msgpack:"note"`
+	Reason   string `msgpack:"reason"`
 }

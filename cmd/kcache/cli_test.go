@@ -46,7 +46,7 @@ var cliEntryKeys = []string{
 	"config_hash", "image_name", "image_path", "image_sha256", "image_size", "has_vmlinux",
 	"vmlinux_stripped", "vmlinux_path", "vmlinux_sha256", "vmlinux_size",
 	"vmlinux_original_size", "build_id", "config_hz", "source_vmlinux_size",
-	"source_vmlinux_mtime_secs", "stored_at", "last_used", "pinned",
+	"source_vmlinux_mtime_secs", "stored_at", "last_used", "pinned", "pin_reason",
 }
 
 var cliCorruptKeys = []string{"key", "error", "error_kind"}
@@ -1161,13 +1161,13 @@ func TestCLIPin(t *testing.T) {
 	if pinned() {
 		t.Fatal("pinned before pin")
 	}
-	if out, _ := cliOK(t, root, "pin", "k", "--note", "bisect base"); out != "pinned k\n" {
+	if out, _ := cliOK(t, root, "pin", "k", "--reason", "bisect base"); out != "pinned k\n" {
 		t.Errorf("pin: %q", out)
 	}
 	if !pinned() {
 		t.Error("not pinned after pin")
 	}
-	if out, _ := cliOK(t, root, "show", "k"); !regexp.MustCompile(`(?m)^pinned: +yes$`).MatchString(out) {
+	if out, _ := cliOK(t, root, "show", "k"); !regexp.MustCompile(`(?m)^pinned: +yes \(bisect base\)$`).MatchString(out) {
 		t.Errorf("show after pin:\n%s", out)
 	}
 	// A pin outlives a replacement of the entry, and store reports it.
@@ -1189,9 +1189,16 @@ func TestCLIPin(t *testing.T) {
 	if out != "" || stderr != "kcache: k was not pinned\n" {
 		t.Errorf("second unpin: stdout %q stderr %q", out, stderr)
 	}
-	// rm drops the pin with the entry: a new entry under the key is not pinned.
+	if out, _ := cliOK(t, root, "show", "--json", "k"); string(cliField(t, []byte(out), "pin_reason")) != "null" {
+		t.Errorf("pin_reason of an unpinned entry: %s", out)
+	}
+	// rm refuses a pinned entry without --force (exit 4, says how), and
+	// drops the pin with the entry: a new entry under the key is not pinned.
 	cliOK(t, root, "pin", "k")
-	cliOK(t, root, "rm", "k")
+	if _, stderr := cliCode(t, root, 4, "rm", "k"); !strings.Contains(stderr, "is pinned") || !strings.Contains(stderr, "--force") {
+		t.Errorf("rm of a pinned entry: %q", stderr)
+	}
+	cliOK(t, root, "rm", "--force", "k")
 	cliStore(t, root, "k")
 	if pinned() {
 		t.Error("a removed entry's pin applies to its successor")

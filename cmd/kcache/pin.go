@@ -7,7 +7,7 @@ import (
 )
 
 func newPinCmd(a *app) *cobra.Command {
-	var note string
+	var reason string
 	cmd := &cobra.Command{
 		Use:               "pin KEY",
 		Short:             "Keep a cached kernel from being removed by clean and gc",
@@ -18,14 +18,14 @@ func newPinCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.Pin(argv[0], note); err != nil {
+			if err := c.Pin(argv[0], reason); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "pinned %s\n", argv[0])
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&note, "note", "", "why it is pinned (shown by show --json later)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why it is pinned (shown by show and list --json as pin_reason)")
 	return cmd
 }
 

@@ -39,6 +39,7 @@ type entryJSON struct {
 	StoredAt            string     `json:"stored_at"`
 	LastUsed            *string    `json:"last_used"`
 	Pinned              bool       `json:"pinned"`
+	PinReason           *string    `json:"pin_reason"`
 }
 
 // corruptJSON is the JSON form of an entry that cannot be used.
@@ -89,6 +90,10 @@ func toEntryJSON(e *kcache.Entry, currentKconfig string) entryJSON {
 		VmlinuxOriginalSize: e.VmlinuxOriginalSize, BuildID: e.BuildID, ConfigHZ: e.ConfigHZ,
 		SourceVmlinuxSize: e.SourceVmlinuxSize, SourceVmlinuxMtime: e.SourceVmlinuxMtimeSecs,
 		StoredAt: e.StoredAt, Pinned: e.Pinned,
+	}
+	if e.Pinned {
+		r := e.PinReason
+		j.PinReason = &r
 	}
 	if st := e.KconfigStatus(currentKconfig); st != "" {
 		j.KconfigStatus = &st

@@ -16,13 +16,14 @@ type rmResult struct {
 }
 
 func newRmCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var asJSON, force bool
 	cmd := &cobra.Command{
 		Use:   "rm KEY...",
 		Short: "Remove cached kernels",
 		Long: `Remove each KEY's entry and every blob no other entry uses. An entry whose
 lock is held (a harness running it, a store replacing it) is left alone and
-its holders are listed.
+its holders are listed. A pinned entry is removed only with --force (exit 4
+otherwise, error_kind "pinned").
 
 Every KEY is tried; the exit code is the most serious failure: 1 for an
 unexpected error, else 2 for an invalid key, else 4 if an entry was in use,
@@ -38,12 +39,14 @@ else 3 if one was not found.`,
 			code := exitOK
 			for _, key := range keys {
 				r := rmResult{Key: key}
-				err := c.Remove(key)
+				err := c.Remove(key, kcache.RemoveOptions{Force: force})
 				switch {
 				case err == nil:
 					r.Removed = true
 				case errors.Is(err, kcache.ErrInUse):
 					r.ErrorKind, code = "in_use", worse(code, exitInUse)
+				case errors.Is(err, kcache.ErrPinned):
+					r.ErrorKind, code = "pinned", worse(code, exitInUse)
 				case errors.Is(err, kcache.ErrNotFound):
 					r.ErrorKind, code = "not_found", worse(code, exitNotFound)
 				case errors.Is(err, kcache.ErrInvalid):
@@ -73,6 +76,7 @@ else 3 if one was not found.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print [{"key","removed","error","error_kind"}] as JSON`)
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove pinned entries too (entries in use are never removed)")
 	return cmd
 }
 

@@ -87,7 +87,10 @@ func writeShowText(a *app, e *kcache.Entry, current string) {
 		row("vmlinux", "-")
 	}
 	pinned := "no"
-	if e.Pinned {
+	switch {
+	case e.Pinned && e.PinReason != "":
+		pinned = "yes (" + e.PinReason + ")"
+	case e.Pinned:
 		pinned = "yes"
 	}
 	row("pinned", pinned)
