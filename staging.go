@@ -59,7 +59,7 @@ func (s *staging) remove() error {
 // sweepStaging removes staging directories of writers that died: those whose
 // lock file can be locked, or that have no lock file at all (a writer creates
 // the lock file first and removes it last). It reports what it removed.
-func (c *Cache) sweepStaging() (removed []string, err error) {
+func (c *Cache) sweepStaging(dryRun bool) (removed []string, err error) {
 	ents, err := os.ReadDir(c.tmpDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -80,6 +80,11 @@ func (c *Cache) sweepStaging() (removed []string, err error) {
 				continue // alive, or not ours to judge
 			}
 			if fi, err := os.Lstat(filepath.Join(c.tmpDir(), id)); err == nil && fi.IsDir() {
+				if dryRun {
+					removed = append(removed, id)
+					_ = l.Release()
+					continue
+				}
 				if err := os.RemoveAll(filepath.Join(c.tmpDir(), id)); err != nil {
 					_ = l.Release()
 					continue
@@ -91,7 +96,9 @@ func (c *Cache) sweepStaging() (removed []string, err error) {
 			continue
 		}
 		if e.IsDir() && !names[name+".lock"] {
-			if err := os.RemoveAll(path); err == nil {
+			if dryRun {
+				removed = append(removed, name)
+			} else if err := os.RemoveAll(path); err == nil {
 				removed = append(removed, name)
 			}
 		}

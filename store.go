@@ -54,9 +54,10 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
 	defer l.Release()
-	if _, err := c.sweepStaging(); err != nil {
+	if _, err := c.sweepStaging(false); err != nil {
 		c.warnf("%v", err)
 	}
+	c.sweepIfDue()
 	st, err := c.newStaging()
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // Store is a blob directory.
@@ -130,7 +131,12 @@ func (w *Writer) Commit() (digest string, size int64, err error) {
 	digest = hex.EncodeToString(w.h.Sum(nil))
 	final := w.s.Path(digest)
 	if fi, err := os.Stat(final); err == nil && fi.Size() == w.n {
-		return digest, w.n, nil // already stored: identical content by construction
+		// Already stored: identical content by construction. Refresh its
+		// time so a sweep's grace period counts from this use, not from
+		// when an earlier, perhaps orphaned, copy was written.
+		now := time.Now()
+		_ = os.Chtimes(final, now, now)
+		return digest, w.n, nil
 	}
 	sub := filepath.Dir(final)
 	if _, err := os.Stat(sub); errors.Is(err, fs.ErrNotExist) {

@@ -505,6 +505,17 @@ func (t *Tx) Forget(digests []string) error {
 	return nil
 }
 
+// ForEachBlob calls fn for every blob the index knows, in digest order.
+func (t *Tx) ForEachBlob(fn func(digest string, ref BlobRef) error) error {
+	return t.tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
+		var ref BlobRef
+		if err := msgpack.Unmarshal(v, &ref); err != nil {
+			return fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, k, err)
+		}
+		return fn(string(k), ref)
+	})
+}
+
 // DyingBlobs returns the blobs released by a removal whose files may not be
 // unlinked yet, with the time they were released.
 func (t *Tx) DyingBlobs() (map[string]time.Time, error) {

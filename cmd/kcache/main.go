@@ -139,6 +139,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 in use.`,
 		newStoreCmd(a), newLookupCmd(a), newListCmd(a), newShowCmd(a), newRmCmd(a),
 		newRunCmd(a), newLocksCmd(a), newPinCmd(a), newUnpinCmd(a), newKconfigCmd(a),
 		newVersionCmd(a), newStripCmd(a), newConfigCmd(a),
+		newCleanCmd(a), newGcCmd(a), newVerifyCmd(a), newDoctorCmd(a), newStatsCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,161 @@
+package kcache
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/kcache/kcache/index"
+)
+
+// DefaultSweepGrace is how old a blob file that no entry references must be
+// before a sweep removes it: a younger one may belong to a store that has
+// ingested it but not committed yet.
+const DefaultSweepGrace = time.Hour
+
+// storeSweepInterval bounds how often Store runs the blob sweep.
+const storeSweepInterval = time.Hour
+
+// SweepOptions tune Sweep.
+type SweepOptions struct {
+	Grace  time.Duration // 0 means DefaultSweepGrace
+	DryRun bool          // report only
+	now    time.Time     // tests; zero means time.Now()
+}
+
+// SweepReport says what a sweep removed (or, with DryRun, would remove).
+type SweepReport struct {
+	// StagingRemoved are staging directories of writers that died.
+	StagingRemoved []string `json:"staging_removed"`
+	// OrphansRemoved counts blob files no entry references, older than the
+	// grace period; OrphanBytes is their size.
+	OrphansRemoved int   `json:"orphans_removed"`
+	OrphanBytes    int64 `json:"orphan_bytes"`
+	// DyingFinished counts blobs whose remover died between its commit and
+	// its unlink, finished here.
+	DyingFinished int `json:"dying_finished"`
+}
+
+// Sweep removes what crashed or interrupted writers left behind: staging
+// directories whose writer's lock can be taken (a live writer holds it, so
+// this never depends on PIDs), blob files no entry references that are
+// older than the grace period, and blobs left dying by a remover that died.
+// Unreferenced blobs are unlinked inside an index write transaction after a
+// re-check, so a concurrent store cannot adopt one that is being removed.
+func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
+	if opt.Grace <= 0 {
+		opt.Grace = DefaultSweepGrace
+	}
+	now := opt.now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	rep := &SweepReport{StagingRemoved: []string{}}
+	if !opt.DryRun && c.opt.ReadOnly {
+		return nil, ErrReadOnly
+	}
+	dead, err := c.sweepStaging(opt.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	rep.StagingRemoved = append(rep.StagingRemoved, dead...)
+
+	// Candidates from a read-only snapshot; confirmed under the write lock.
+	known := map[string]bool{}
+	var dying map[string]time.Time
+	if _, err := c.view(func(tx *index.Tx) error {
+		var err error
+		if dying, err = tx.DyingBlobs(); err != nil {
+			return err
+		}
+		return tx.ForEachBlob(func(d string, _ index.BlobRef) error { known[d] = true; return nil })
+	}); err != nil {
+		return nil, err
+	}
+	var orphans, abandoned []string
+	err = c.blobs.Walk(func(d string, size int64) error {
+		if since, ok := dying[d]; ok {
+			if now.Sub(since) >= index.DyingAbandonAfter {
+				abandoned = append(abandoned, d)
+			}
+			return nil
+		}
+		if !known[d] && c.blobOlderThan(d, now, opt.Grace) {
+			orphans = append(orphans, d)
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if opt.DryRun {
+		for _, d := range orphans {
+			rep.OrphansRemoved++
+			if n, err := c.blobs.Stat(d); err == nil {
+				rep.OrphanBytes += n
+			}
+		}
+		rep.DyingFinished = len(abandoned)
+		return rep, nil
+	}
+	err = c.update(func(tx *index.Tx) ([]string, error) {
+		for _, d := range orphans {
+			if _, ok, err := tx.Blob(d); err != nil || ok || !c.blobOlderThan(d, now, opt.Grace) {
+				continue // adopted by a store meanwhile
+			}
+			n, _ := c.blobs.Stat(d)
+			if err := c.blobs.Remove(d); err == nil {
+				rep.OrphansRemoved++
+				rep.OrphanBytes += n
+			}
+		}
+		var finished []string
+		for _, d := range abandoned {
+			if ref, ok, err := tx.Blob(d); err != nil || !ok || ref.Refs != 0 || ref.Dying == "" {
+				continue
+			}
+			if err := c.blobs.Remove(d); err == nil {
+				finished = append(finished, d)
+			}
+		}
+		rep.DyingFinished = len(finished)
+		if err := tx.Forget(finished); err != nil {
+			return nil, err
+		}
+		return nil, tx.SetStat(index.StatLastSweep, now.Unix())
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// blobOlderThan reports whether blob d's file was last written (or last
+// deduplicated against, see blobstore.Writer.Commit) at least grace ago.
+func (c *Cache) blobOlderThan(d string, now time.Time, grace time.Duration) bool {
+	fi, err := os.Stat(c.blobs.Path(d))
+	if errors.Is(err, fs.ErrNotExist) || err != nil {
+		return false
+	}
+	return now.Sub(fi.ModTime()) >= grace
+}
+
+// sweepIfDue runs Sweep when the last one is older than storeSweepInterval,
+// so that store keeps a cache tidy without walking the blob directory on
+// every call. Failures are warnings.
+func (c *Cache) sweepIfDue() {
+	var last int64
+	if _, err := c.view(func(tx *index.Tx) error {
+		last = tx.Stats()[index.StatLastSweep]
+		return nil
+	}); err != nil {
+		return
+	}
+	if time.Since(time.Unix(last, 0)) < storeSweepInterval {
+		return
+	}
+	if _, err := c.Sweep(SweepOptions{}); err != nil {
+		c.warnf("sweep: %v", err)
+	}
+}
