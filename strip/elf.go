@@ -196,14 +196,13 @@ func parse(r io.ReaderAt, size int64) (*file, error) {
 	if h.phnum == pnXnum {
 		h.realPhnum = uint64(s0.info)
 	}
-	// Bound counts by what the file can hold before allocating anything.
-	if max := (uint64(size) - min(h.shoff, uint64(size))) / uint64(h.shentsize); h.realShnum == 0 || h.realShnum > max {
-		return nil, formatErr("section count %d does not fit in the file (room for %d)", h.realShnum, max)
+	if h.realShnum == 0 {
+		return nil, formatErr("no sections")
 	}
 	if h.realShstrndx == shnUndef || h.realShstrndx >= h.realShnum {
 		return nil, formatErr("section name table index %d out of range (%d sections)", h.realShstrndx, h.realShnum)
 	}
-	table, err := f.readAt(h.shoff, h.realShnum*uint64(h.shentsize), "section header table")
+	table, err := f.readTable(h.shoff, h.realShnum, h.shentsize, "section header table")
 	if err != nil {
 		return nil, err
 	}
@@ -230,10 +229,7 @@ func parse(r io.ReaderAt, size int64) (*file, error) {
 		if int(h.phentsize) < l.phentsize {
 			return nil, formatErr("program header entry size %d, want at least %d", h.phentsize, l.phentsize)
 		}
-		if max := (uint64(size) - min(h.phoff, uint64(size))) / uint64(h.phentsize); h.realPhnum > max {
-			return nil, formatErr("program header count %d does not fit in the file", h.realPhnum)
-		}
-		pt, err := f.readAt(h.phoff, h.realPhnum*uint64(h.phentsize), "program header table")
+		pt, err := f.readTable(h.phoff, h.realPhnum, h.phentsize, "program header table")
 		if err != nil {
 			return nil, err
 		}
@@ -243,6 +239,16 @@ func parse(r io.ReaderAt, size int64) (*file, error) {
 		}
 	}
 	return f, nil
+}
+
+// readTable reads count entries of entsize bytes at off. The count comes
+// from a header and is checked against what the file can hold before
+// anything is allocated.
+func (f *file) readTable(off, count uint64, entsize uint16, what string) ([]byte, error) {
+	if room := (uint64(f.size) - min(off, uint64(f.size))) / uint64(entsize); count > room {
+		return nil, formatErr("%s: %d entries do not fit in the file (room for %d)", what, count, room)
+	}
+	return f.readAt(off, count*uint64(entsize), what)
 }
 
 // cstring returns the NUL-terminated string at off in tab.
