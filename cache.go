@@ -154,7 +154,9 @@ func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 // CorruptError is an entry that is indexed but cannot be used. Kind is one of
 // the documented error_kind words: malformed, schema_drift (the record does
 // not decode), image_missing, vmlinux_missing (a blob file is gone),
-// image_size_mismatch, vmlinux_size_mismatch (a blob file has the wrong size).
+// image_size_mismatch, vmlinux_size_mismatch (a blob file has the wrong size),
+// or — persisted on the record by Verify or Doctor, and reported first —
+// blob_missing, blob_mismatch (index.CorruptMark).
 type CorruptError struct {
 	Key    string
 	Kind   string
@@ -203,7 +205,7 @@ func (c *Cache) explainIndexErr(err error) error {
 		holders, _ := lock.Holders(c.IndexPath())
 		return &IndexBusyError{Path: c.IndexPath(), Waited: c.opt.IndexTimeout, Holders: holders}
 	case errors.Is(err, index.ErrCorrupt):
-		return fmt.Errorf("%w; move %s aside to start an empty index (blobs and their manifests stay on disk, so a rebuild can recover the entries)", err, c.IndexPath())
+		return fmt.Errorf("%w; run `kcache doctor --rebuild-index` to rebuild %s from the entry manifests in the blob directory (the damaged file is kept as index.db.bak)", err, c.IndexPath())
 	}
 	return err
 }

@@ -134,6 +134,9 @@ func (c *Cache) entryFrom(rec *index.Record, pin *index.Pin) (*Entry, error) {
 	if pin != nil {
 		e.Pinned, e.PinReason = true, pin.Reason
 	}
+	if m := rec.Corrupt; m != nil {
+		return nil, &CorruptError{Key: rec.Key, Kind: m.Kind, Reason: m.Reason + " (found " + m.At + ")"}
+	}
 	if err := c.checkBlob(rec.Key, "image", rec.ImageName, rec.Image); err != nil {
 		return nil, err
 	}

@@ -43,6 +43,12 @@ func (c *Cache) KernelConfig(key string) (string, error) {
 // any case) and looks it up like Lookup. When several entries share the
 // vmlinux, the newest built_at wins (ties: the smallest key).
 func (c *Cache) LookupBuildID(id string) (*Entry, error) {
+	e, err := c.lookupBuildID(id)
+	c.countLookup(err)
+	return e, err
+}
+
+func (c *Cache) lookupBuildID(id string) (*Entry, error) {
 	id = strings.ToLower(id)
 	if id == "" || strings.Trim(id, "0123456789abcdef") != "" {
 		return nil, invalidf("build ID %q is not hex", id)
@@ -65,5 +71,5 @@ func (c *Cache) LookupBuildID(id string) (*Entry, error) {
 	if best == nil {
 		return nil, &NotFoundError{BuildID: id}
 	}
-	return c.Lookup(best.Key)
+	return c.lookup(best.Key)
 }

@@ -12,7 +12,18 @@ import (
 // Lookup returns the entry stored under key for use: it is Describe plus a
 // warning, every time, when the vmlinux is unstripped, and an update of
 // last_used (at most once an hour, so lookups stay read-only almost always).
+//
+// A Lookup counts as a hit when it returns an entry and as a miss when the
+// key has no entry or a corrupt one (see countLookup); Describe counts
+// nothing.
 func (c *Cache) Lookup(key string) (*Entry, error) {
+	e, err := c.lookup(key)
+	c.countLookup(err)
+	return e, err
+}
+
+// lookup is Lookup without counting a hit or a miss.
+func (c *Cache) lookup(key string) (*Entry, error) {
 	e, err := c.Describe(key)
 	if err != nil {
 		return nil, err
@@ -101,11 +112,18 @@ func (o *OpenedEntry) Close() error {
 
 // OpenEntry looks key up and opens its blobs. If a concurrent Store replaced
 // the entry and removed a blob between the lookup and the open, it looks up
-// again, so the files it returns always belong to one complete entry.
+// again, so the files it returns always belong to one complete entry. It
+// counts one hit or miss, however many times it looks up.
 func (c *Cache) OpenEntry(key string) (*OpenedEntry, error) {
+	o, err := c.openEntry(key)
+	c.countLookup(err)
+	return o, err
+}
+
+func (c *Cache) openEntry(key string) (*OpenedEntry, error) {
 	var lastErr error
 	for range 5 {
-		e, err := c.Lookup(key)
+		e, err := c.lookup(key)
 		if err != nil {
 			return nil, err
 		}

@@ -62,7 +62,7 @@ func procRunRole(role string, args []string) error {
 		return fmt.Errorf("bad helper arguments %q", args)
 	}
 	args = args[1:]
-	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1}
+	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1, "holdstaging": 2}
 	if n, ok := need[role]; !ok {
 		return fmt.Errorf("unknown role")
 	} else if len(args) != n {
@@ -82,6 +82,8 @@ func procRunRole(role string, args []string) error {
 		return procRoleStorer(args[0], args[1], args[2], args[3], args[4], args[5])
 	case "holdshared":
 		return procRoleHoldShared(args[0], args[1])
+	case "holdstaging":
+		return procRoleHoldStaging(args[0], args[1])
 	default:
 		return procRoleHoldIndex(args[0])
 	}
@@ -262,6 +264,35 @@ func procRoleHoldIndex(root string) error {
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return db.Close()
+}
+
+// procRoleHoldStaging plays a writer mid-store as Store lays it out: it
+// creates and locks <root>/.tmp/<id>.lock, then creates <root>/.tmp/<id>/
+// with a staged file in it, prints "ready" and holds the lock until stdin
+// closes (or it is killed). id need not contain its pid: the sweep must
+// judge the writer by its lock alone.
+func procRoleHoldStaging(root, id string) error {
+	tmp := filepath.Join(root, ".tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(tmp, id+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	if err := os.Mkdir(filepath.Join(tmp, id), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, id, "blob-staged"), []byte("half a kernel"), 0o600); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 // ---- content and store helpers (used by helpers and tests) ----

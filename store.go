@@ -32,8 +32,16 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
+	if c.opt.ReadOnly { // before any lock file, sweep or staging directory
+		return nil, fmt.Errorf("store %q: %w", key, ErrReadOnly)
+	}
 	meta, err := meta.check()
 	if err != nil {
+		return nil, fmt.Errorf("store %q: %w", key, err)
+	}
+	// A damaged index fails the store now, before anything is copied; the
+	// error names the file and `kcache doctor --rebuild-index`.
+	if _, err := c.view(func(*index.Tx) error { return nil }); errors.Is(err, index.ErrCorrupt) {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
 	image, err := openInput("image", art.Image)
@@ -74,9 +82,6 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 	// Both resolve by waiting briefly and writing the blobs again.
 	deadline := time.Now().Add(index.DyingAbandonAfter + 5*time.Second)
 	for attempt := 1; ; attempt++ {
-		if c.opt.ReadOnly {
-			return nil, ErrReadOnly
-		}
 		rec, err := c.ingest(st, key, meta, image, vmlinux)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)

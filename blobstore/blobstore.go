@@ -212,7 +212,12 @@ func (s *Store) Walk(fn func(digest string, size int64) error, foreign func(path
 	return nil
 }
 
-// Verify re-hashes blob d and reports a mismatch as an error.
+// ErrMismatch is matched by Verify's error when a blob's content does not
+// hash to its name.
+var ErrMismatch = errors.New("content does not match the digest")
+
+// Verify re-hashes blob d and reports a mismatch as an error matching
+// ErrMismatch; a missing blob is an fs.ErrNotExist error.
 func (s *Store) Verify(d string) error {
 	f, err := os.Open(s.Path(d))
 	if err != nil {
@@ -224,7 +229,7 @@ func (s *Store) Verify(d string) error {
 		return fmt.Errorf("read blob %s: %w", d, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != d {
-		return fmt.Errorf("blob %s: content hashes to %s", d, got)
+		return fmt.Errorf("blob %s: %w: it hashes to %s", d, ErrMismatch, got)
 	}
 	return nil
 }

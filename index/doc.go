@@ -9,7 +9,9 @@
 //	    created_at       -> RFC 3339 UTC timestamp of the index's creation
 //	    kconfig_hash     -> the current kconfig hash (8 lowercase hex); absent when unset
 //	entries/
-//	    <cache key>      -> msgpack Record (map encoding, a tag on every field)
+//	    <cache key>      -> msgpack Record (map encoding, a tag on every field);
+//	                        its optional "corrupt" CorruptMark is written by
+//	                        verify/doctor (MarkCorrupt) and dropped by the next Put
 //	by_time/
 //	    <built_at> 0x00 <cache key> -> empty
 //	                        built_at is the fixed-width 20-byte UTC string, so byte order

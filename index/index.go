@@ -61,6 +61,8 @@ type Options struct {
 	// Timeout bounds the wait for another process's lock on the file. Zero
 	// means DefaultTimeout; bbolt's own "0 = forever" is never used.
 	Timeout time.Duration
+	// loadFreelist makes a read-only open read the freelist (OpenForStats).
+	loadFreelist bool
 }
 
 // DefaultTimeout is the wait for the index lock when Options.Timeout is zero.
@@ -77,7 +79,29 @@ func (d *DB) Path() string { return d.path }
 
 // Open opens the index at path. A read-write open of a missing file creates
 // it; a read-only open of a missing file returns ErrNoIndex.
-func Open(path string, opt Options) (db *DB, err error) {
+//
+// doctor replaces the file (rebuild, compaction) while holding bbolt's lock
+// on the old one; a process that was waiting for that lock then holds the
+// replaced file. Open notices (the path names another inode than before the
+// wait) and opens again, so nothing is ever written to a file that is no
+// longer the index.
+func Open(path string, opt Options) (*DB, error) {
+	for range 5 {
+		before, _ := os.Stat(path)
+		db, err := openOnce(path, opt)
+		if err != nil {
+			return nil, err
+		}
+		after, err := os.Stat(path)
+		if before == nil || err == nil && os.SameFile(before, after) {
+			return db, nil
+		}
+		_ = db.Close()
+	}
+	return nil, fmt.Errorf("open %s: %w (the file was replaced again and again while waiting for it)", path, ErrBusy)
+}
+
+func openOnce(path string, opt Options) (db *DB, err error) {
 	if opt.Timeout <= 0 {
 		opt.Timeout = DefaultTimeout
 	}
@@ -91,9 +115,10 @@ func Open(path string, opt Options) (db *DB, err error) {
 	}
 	defer recoverCorrupt(path, &err)
 	b, err := bolt.Open(path, 0o644, &bolt.Options{
-		ReadOnly:     opt.ReadOnly,
-		Timeout:      opt.Timeout,
-		FreelistType: bolt.FreelistMapType,
+		ReadOnly:        opt.ReadOnly,
+		Timeout:         opt.Timeout,
+		FreelistType:    bolt.FreelistMapType,
+		PreLoadFreelist: opt.loadFreelist,
 	})
 	if err != nil {
 		switch {
@@ -101,6 +126,10 @@ func Open(path string, opt Options) (db *DB, err error) {
 			return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrBusy, opt.Timeout)
 		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
 			errors.Is(err, bolterrors.ErrVersionMismatch):
+			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
+		case !isOSError(err):
+			// bbolt's own complaints without a sentinel ("file size too
+			// small", a bad page size) are about the file's content.
 			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
 		}
 		return nil, fmt.Errorf("open index %s: %w", path, err)

@@ -51,6 +51,10 @@ type Record struct {
 	// LastUsed is updated by lookups at most once an hour (RFC 3339 UTC);
 	// empty until the first lookup. Not part of the manifest.
 	LastUsed string `msgpack:"last_used"`
+	// Corrupt is set by verify and doctor when a blob of the entry is
+	// missing or damaged; Put of a fresh record clears it. Not part of the
+	// manifest.
+	Corrupt *CorruptMark `msgpack:"corrupt,omitempty"`
 }
 
 // Digests returns every blob the record references, manifest included.
@@ -132,10 +136,10 @@ var manifestMagic = []byte("KCACHE-MANIFEST v1\n")
 
 // EncodeManifest returns the self-describing manifest of r: the magic line,
 // then the record as msgpack without the fields that change after storing
-// (Manifest, LastUsed).
+// (Manifest, LastUsed, Corrupt).
 func EncodeManifest(r *Record) ([]byte, error) {
 	c := *r
-	c.Manifest, c.LastUsed = Blob{}, ""
+	c.Manifest, c.LastUsed, c.Corrupt = Blob{}, "", nil
 	body, err := encodeRecord(&c)
 	if err != nil {
 		return nil, err

@@ -51,13 +51,14 @@ type app struct {
 	root         string
 	indexTimeout time.Duration
 	lockTimeout  time.Duration // store's wait for the entry lock; 0: the default
+	readOnly     bool          // --read-only: never write to the cache
 	stdout       io.Writer
 	stderr       io.Writer
 }
 
 // cache opens the cache at --root or the resolved default root.
 func (a *app) cache() (*kcache.Cache, error) {
-	opt := &kcache.Options{Warn: a.stderr, IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout}
+	opt := &kcache.Options{Warn: a.stderr, IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout, ReadOnly: a.readOnly}
 	if a.root != "" {
 		return kcache.Open(a.root, opt), nil
 	}
@@ -134,6 +135,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 in use.`,
 	}
 	root.PersistentFlags().StringVar(&a.root, "root", "", "cache root directory (default: $KCACHE_DIR, $XDG_CACHE_HOME/kcache, $HOME/.cache/kcache)")
 	root.PersistentFlags().DurationVar(&a.indexTimeout, "index-timeout", kcache.DefaultIndexTimeout, "how long to wait for another process holding the index file")
+	root.PersistentFlags().BoolVar(&a.readOnly, "read-only", false, "never write to the cache: lookups don't record last_used; commands that must write fail")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newStoreCmd(a), newLookupCmd(a), newListCmd(a), newShowCmd(a), newRmCmd(a),

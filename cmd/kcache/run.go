@@ -34,9 +34,11 @@ killed it). Interrupt and terminate signals are passed on to CMD.`,
 			if err != nil {
 				return err
 			}
-			// A key that was never stored is reported before any lock
-			// file is created for it.
-			if _, err := c.Describe(key); err != nil {
+			// The Lookup is the use that run counts (last_used, a hit or
+			// a miss); a key that was never stored is reported before any
+			// lock file is created for it. Under the lock the entry is
+			// read again, uncounted, for the paths CMD gets.
+			if _, err := c.Lookup(key); err != nil {
 				return err
 			}
 			l, err := c.AcquireShared(key, timeout)
@@ -44,7 +46,7 @@ killed it). Interrupt and terminate signals are passed on to CMD.`,
 				return err
 			}
 			defer l.Release()
-			e, err := c.Lookup(key)
+			e, err := c.Describe(key)
 			if err != nil {
 				return err
 			}

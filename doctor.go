@@ -1,0 +1,600 @@
+package kcache
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/lock"
+)
+
+// DoctorOptions tune Doctor.
+type DoctorOptions struct {
+	// DryRun reports what would be done and changes nothing.
+	DryRun bool
+	// RebuildIndex builds a new index from the manifest blobs and installs
+	// it, keeping the old file as index.db.bak.
+	RebuildIndex bool
+	// Compact rewrites the index file when at least half of it is free pages.
+	Compact bool
+}
+
+// OrphanBlob is a blob file that no entry references.
+type OrphanBlob struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	MTime  string `json:"mtime"` // RFC 3339 UTC; the sweep removes it once DefaultSweepGrace old
+}
+
+// ForeignFile is a file or directory that kcache did not put in the root or
+// the blob directory.
+type ForeignFile struct {
+	Path string `json:"path"`
+	// QuarantinedTo is where it was moved; "" in a dry run.
+	QuarantinedTo string `json:"quarantined_to"`
+}
+
+// RebuildReport says what --rebuild-index found and did.
+type RebuildReport struct {
+	// OldIndex is "readable", "corrupt" or "missing".
+	OldIndex string `json:"old_index"`
+	// Manifests counts the manifest blobs read; Entries the entries of the
+	// new index (one per key: of several manifests for a key, the newest
+	// stored_at wins and the others count in Superseded).
+	Manifests  int `json:"manifests"`
+	Entries    int `json:"entries"`
+	Superseded int `json:"superseded"`
+	// BadManifests are manifest blobs that do not hash to their name or do
+	// not decode; they are left where they are.
+	BadManifests []string `json:"bad_manifests"`
+	// CorruptKeys are rebuilt entries whose image or vmlinux blob is missing
+	// or has the wrong size; they are marked corrupt in the new index.
+	CorruptKeys []string `json:"corrupt_keys"`
+	// CarriedOver is true when pins, last_used, the current kconfig hash and
+	// the counters were taken from the old index; when it was not readable
+	// they are lost (manifests do not hold them).
+	CarriedOver bool `json:"carried_over"`
+	// Backup is where the old index file was kept ("" when there was none or
+	// in a dry run).
+	Backup string `json:"backup"`
+}
+
+// CompactReport says what --compact found and did.
+type CompactReport struct {
+	Before    int64   `json:"before_bytes"`
+	After     int64   `json:"after_bytes"`
+	FreeRatio float64 `json:"free_ratio"` // share of the file's pages on the freelist before
+	Compacted bool    `json:"compacted"`
+}
+
+// DoctorReport is everything Doctor found and did. A healthy cache has
+// empty lists and nil Rebuild, Sweep and Compact (unless they were asked for).
+type DoctorReport struct {
+	DryRun  bool           `json:"dry_run"`
+	Rebuild *RebuildReport `json:"rebuild"`
+	// Corrupt are blobs of indexed entries that are missing or have the wrong
+	// size; their entries are marked corrupt (and a wrong-size file goes to
+	// the quarantine), as Verify does without Deep.
+	Corrupt []BlobProblem `json:"corrupt"`
+	// Orphans are blob files no entry references; the sweep removes them once
+	// they are older than DefaultSweepGrace.
+	Orphans []OrphanBlob `json:"orphans"`
+	// Foreign are files that do not belong in the cache root or the blob
+	// directory; they are moved to <root>/quarantine.
+	Foreign []ForeignFile  `json:"foreign"`
+	Sweep   *SweepReport   `json:"sweep"`
+	Compact *CompactReport `json:"compact"`
+}
+
+// Healthy reports whether the doctor found nothing wrong.
+func (r *DoctorReport) Healthy() bool {
+	rb := r.Rebuild == nil || len(r.Rebuild.BadManifests) == 0 && len(r.Rebuild.CorruptKeys) == 0
+	return rb && len(r.Corrupt) == 0 && len(r.Orphans) == 0 && len(r.Foreign) == 0 && r.Sweep == nil
+}
+
+// rootNames are what kcache keeps in a cache root (the rest is foreign).
+var rootNames = map[string]bool{
+	"index.db": true, "index.db.bak": true, "blobs": true, ".locks": true,
+	".tmp": true, "quarantine": true, statsDirName: true,
+}
+
+// tempIndexPrefixes name temporary index files of a create, rebuild or
+// compaction in progress; they are foreign only once DefaultSweepGrace old.
+var tempIndexPrefixes = []string{"index.db.new-", "index.db.rebuild-", "index.db.compact-"}
+
+// indexLockPath is the cache-wide lock that serialises index rebuilds and
+// compactions. Keys cannot start with '.', so it never collides with an
+// entry lock.
+func (c *Cache) indexLockPath() string { return filepath.Join(c.root, ".locks", ".index.lock") }
+
+// Doctor reconciles the blob directory and the index in both directions:
+// entries whose blobs are missing or have the wrong size are marked corrupt,
+// blob files no entry references are reported as orphans and left to the
+// sweep (which removes them after a grace period; Doctor runs it), and
+// files that kcache did not write are moved to <root>/quarantine. With
+// RebuildIndex it first builds a new index from the manifest blobs; with
+// Compact it finally rewrites a mostly free index file. On a healthy cache
+// it changes nothing.
+func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
+	if c.opt.ReadOnly && !opt.DryRun {
+		return nil, ErrReadOnly
+	}
+	rep := &DoctorReport{DryRun: opt.DryRun, Corrupt: []BlobProblem{}, Orphans: []OrphanBlob{}, Foreign: []ForeignFile{}}
+	if _, err := os.Stat(c.root); errors.Is(err, fs.ErrNotExist) {
+		return rep, nil
+	}
+	indexUsable := true
+	if opt.RebuildIndex {
+		rb, err := c.rebuildIndex(opt.DryRun)
+		if err != nil {
+			return nil, err
+		}
+		rep.Rebuild = rb
+		// A dry run leaves a damaged index in place: nothing below can read it.
+		indexUsable = !opt.DryRun || rb.OldIndex == "readable"
+	}
+	if indexUsable {
+		v, err := c.checkBlobs(nil, false, opt.DryRun, nil)
+		if err != nil {
+			return nil, fmt.Errorf("doctor: %w", err)
+		}
+		rep.Corrupt = v.Problems
+	}
+	referenced := map[string]bool{}
+	if indexUsable {
+		if _, err := c.view(func(tx *index.Tx) error {
+			return tx.ForEach(func(_ string, rec *index.Record, err error) error {
+				if err == nil {
+					for _, d := range rec.Digests() {
+						referenced[d] = true
+					}
+				}
+				return nil
+			})
+		}); err != nil {
+			return nil, fmt.Errorf("doctor: %w", err)
+		}
+	}
+	var foreign []string
+	err := c.blobs.Walk(func(d string, size int64) error {
+		if !indexUsable || referenced[d] {
+			return nil
+		}
+		o := OrphanBlob{Digest: d, Size: size}
+		if fi, err := os.Stat(c.blobs.Path(d)); err == nil {
+			o.MTime = fi.ModTime().UTC().Format(time.RFC3339)
+		}
+		rep.Orphans = append(rep.Orphans, o)
+		return nil
+	}, func(p string) error { foreign = append(foreign, p); return nil })
+	if err != nil {
+		return nil, fmt.Errorf("doctor: %w", err)
+	}
+	more, err := c.foreignInRoot()
+	if err != nil {
+		return nil, err
+	}
+	foreign = append(foreign, more...)
+	sort.Strings(foreign)
+	for _, p := range foreign {
+		f := ForeignFile{Path: p}
+		if !opt.DryRun {
+			rel, _ := filepath.Rel(c.root, p)
+			if f.QuarantinedTo, err = c.quarantine(p, rel); err != nil {
+				return nil, fmt.Errorf("doctor: %w", err)
+			}
+		}
+		rep.Foreign = append(rep.Foreign, f)
+	}
+	if indexUsable {
+		// Run the sweep only when it has work: even an idle sweep records
+		// its time in the index, and a healthy cache must stay untouched.
+		sr, err := c.Sweep(SweepOptions{DryRun: true})
+		if err != nil {
+			return nil, fmt.Errorf("doctor: %w", err)
+		}
+		if len(sr.StagingRemoved) > 0 || sr.OrphansRemoved > 0 || sr.DyingFinished > 0 {
+			if !opt.DryRun {
+				if sr, err = c.Sweep(SweepOptions{}); err != nil {
+					return nil, fmt.Errorf("doctor: %w", err)
+				}
+			}
+			rep.Sweep = sr
+		}
+	}
+	if opt.Compact {
+		if rep.Compact, err = c.compactIndex(opt.DryRun); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// foreignInRoot lists what does not belong in the root, in blobs/ (beside
+// sha256/), but only when the root looks like a cache: a directory with
+// neither index.db nor blobs/ may be a mistyped --root, and its files are not
+// ours to move.
+func (c *Cache) foreignInRoot() ([]string, error) {
+	_, e1 := os.Lstat(c.IndexPath())
+	_, e2 := os.Lstat(filepath.Join(c.root, "blobs"))
+	if e1 != nil && e2 != nil {
+		return nil, nil
+	}
+	var out []string
+	ents, err := os.ReadDir(c.root)
+	if err != nil {
+		return nil, fmt.Errorf("doctor: read %s: %w", c.root, err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if rootNames[name] {
+			continue
+		}
+		temp := false
+		for _, p := range tempIndexPrefixes {
+			temp = temp || strings.HasPrefix(name, p)
+		}
+		if temp {
+			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < DefaultSweepGrace {
+				continue // a create, rebuild or compaction may be running
+			}
+		}
+		out = append(out, filepath.Join(c.root, name))
+	}
+	blobs := filepath.Join(c.root, "blobs")
+	ents, err = os.ReadDir(blobs)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("doctor: read %s: %w", blobs, err)
+	}
+	for _, e := range ents {
+		if e.Name() != "sha256" || !e.IsDir() {
+			out = append(out, filepath.Join(blobs, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// maxManifestSize bounds what a rebuild reads as a manifest (real ones are
+// well under a KiB).
+const maxManifestSize = 1 << 20
+
+// oldIndexState is what a rebuild carries over from a readable old index.
+type oldIndexState struct {
+	pins     map[string]index.Pin
+	lastUsed map[string]string
+	kconfig  string
+	stats    map[string]int64
+	dying    map[string]bool
+}
+
+// rebuildIndex builds a new index from the manifest blobs and installs it.
+//
+// Writers are kept out while it works: it holds the cache-wide lock
+// (.locks/.index.lock, against another doctor) and bbolt's own exclusive
+// lock on the old file — through a read-write open when the file opens at
+// all, else an flock on the raw file. The new index is written to a
+// temporary file and renamed over index.db after the old file was
+// hard-linked to index.db.bak, so index.db always names a complete file.
+// A process that was waiting for the old file's lock notices the rename and
+// opens the new file (index.Open), so no write lands in the backup.
+func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
+	rep := &RebuildReport{OldIndex: "missing", BadManifests: []string{}, CorruptKeys: []string{}}
+	path := c.IndexPath()
+	if !dryRun {
+		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index rebuild")
+		if err != nil {
+			return nil, fmt.Errorf("rebuild index: %w", err)
+		}
+		defer gl.Release()
+	}
+	var old oldIndexState
+	oldExists := false
+	if _, err := os.Stat(path); err == nil {
+		oldExists = true
+		db, err := index.Open(path, index.Options{ReadOnly: dryRun, Timeout: c.opt.IndexTimeout})
+		switch {
+		case err == nil:
+			defer db.Close()
+			rep.OldIndex = "readable"
+			if err := db.View(func(tx *index.Tx) error { return readOldIndex(tx, &old) }); err != nil {
+				rep.OldIndex, old = "corrupt", oldIndexState{}
+			} else {
+				rep.CarriedOver = true
+			}
+		case errors.Is(err, index.ErrBusy), errors.Is(err, index.ErrSchemaTooNew):
+			return nil, fmt.Errorf("rebuild index: %w", c.explainIndexErr(err))
+		default:
+			rep.OldIndex = "corrupt"
+			if !dryRun {
+				l, err := lock.Acquire(bg, path, lock.Exclusive, c.opt.IndexTimeout, "index file "+path)
+				if err != nil {
+					return nil, fmt.Errorf("rebuild index: %w", err)
+				}
+				defer l.Release()
+			}
+		}
+	}
+
+	recs, err := c.readManifests(rep, old.dying)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(recs))
+	for k, rec := range recs {
+		keys = append(keys, k)
+		rec.LastUsed = old.lastUsed[k]
+		if m := c.blobMark(rec); m != nil {
+			rec.Corrupt = m
+			rep.CorruptKeys = append(rep.CorruptKeys, k)
+		}
+	}
+	sort.Strings(keys)
+	sort.Strings(rep.CorruptKeys)
+	rep.Entries = len(keys)
+	if dryRun {
+		return rep, nil
+	}
+
+	tmp := fmt.Sprintf("%s.rebuild-%d-%d", path, os.Getpid(), time.Now().UnixNano())
+	defer os.Remove(tmp)
+	db, err := index.Open(tmp, index.Options{Timeout: c.opt.IndexTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("rebuild index: %w", err)
+	}
+	err = db.Update(func(tx *index.Tx) error {
+		for _, k := range keys {
+			if _, err := tx.Put(recs[k], func(string) bool { return true }); err != nil {
+				return err
+			}
+		}
+		for k, p := range old.pins {
+			if err := tx.Pin(k, p); err != nil {
+				return err
+			}
+		}
+		for name, v := range old.stats {
+			if err := tx.SetStat(name, v); err != nil {
+				return err
+			}
+		}
+		return tx.SetKconfigHash(old.kconfig)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rebuild index into %s: %w", tmp, err)
+	}
+	if err := c.installIndex(tmp, oldExists, rep); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// installIndex puts the new file tmp in place of index.db, keeping the old
+// file (if any) as index.db.bak.
+func (c *Cache) installIndex(tmp string, oldExists bool, rep *RebuildReport) error {
+	path := c.IndexPath()
+	if !oldExists {
+		if err := os.Link(tmp, path); err != nil {
+			return fmt.Errorf("install rebuilt index %s: %w (if another process created it meanwhile, run `kcache doctor --rebuild-index` again)", path, err)
+		}
+		return syncDirPath(c.root)
+	}
+	bak := path + ".bak"
+	if err := os.Remove(bak); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace %s: %w", bak, err)
+	}
+	if err := os.Link(path, bak); err != nil {
+		// No hard links here: copy, so index.db never goes missing.
+		if err := copyFile(path, bak); err != nil {
+			return fmt.Errorf("keep the old index as %s: %w", bak, err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("install rebuilt index %s: %w", path, err)
+	}
+	rep.Backup = bak
+	return syncDirPath(c.root)
+}
+
+func readOldIndex(tx *index.Tx, old *oldIndexState) error {
+	var err error
+	if old.pins, err = tx.Pins(); err != nil {
+		return err
+	}
+	old.kconfig, old.stats, old.lastUsed = tx.KconfigHash(), tx.Stats(), map[string]string{}
+	dying, err := tx.DyingBlobs()
+	if err != nil {
+		return err
+	}
+	old.dying = map[string]bool{}
+	for d := range dying {
+		old.dying[d] = true
+	}
+	return tx.ForEach(func(key string, rec *index.Record, err error) error {
+		if err == nil && rec.LastUsed != "" {
+			old.lastUsed[key] = rec.LastUsed
+		}
+		return nil
+	})
+}
+
+// readManifests reads every manifest blob and returns the newest record per
+// key. Manifests of blobs the old index had released (dying) belong to
+// removed or replaced entries and are skipped.
+func (c *Cache) readManifests(rep *RebuildReport, dying map[string]bool) (map[string]*index.Record, error) {
+	recs := map[string]*index.Record{}
+	err := c.blobs.Walk(func(d string, size int64) error {
+		if size > maxManifestSize || dying[d] {
+			return nil
+		}
+		data, ok, err := readIfManifest(c.blobs.Path(d))
+		if err != nil || !ok {
+			return err
+		}
+		rep.Manifests++
+		sum := sha256.Sum256(data)
+		rec, derr := index.DecodeManifest(data)
+		if hex.EncodeToString(sum[:]) != d || derr != nil || ValidateKey(rec.Key) != nil {
+			rep.BadManifests = append(rep.BadManifests, d)
+			return nil
+		}
+		rec.Manifest = index.Blob{Digest: d, Size: size}
+		if prev, ok := recs[rec.Key]; ok {
+			rep.Superseded++
+			if !newerRecord(rec, prev) {
+				return nil
+			}
+		}
+		recs[rec.Key] = rec
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild index: %w", err)
+	}
+	return recs, nil
+}
+
+// newerRecord reports whether a was stored after b (ties: larger manifest
+// digest, so the choice does not depend on walk order).
+func newerRecord(a, b *index.Record) bool {
+	ta, ea := time.Parse(time.RFC3339Nano, a.StoredAt)
+	tb, eb := time.Parse(time.RFC3339Nano, b.StoredAt)
+	if ea == nil && eb == nil && !ta.Equal(tb) {
+		return ta.After(tb)
+	}
+	if ea != nil || eb != nil {
+		if a.StoredAt != b.StoredAt {
+			return a.StoredAt > b.StoredAt
+		}
+	}
+	return a.Manifest.Digest > b.Manifest.Digest
+}
+
+func readIfManifest(path string) ([]byte, bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil // removed meanwhile
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	head := make([]byte, 64)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if !index.IsManifest(head[:n]) {
+		return nil, false, nil
+	}
+	rest, err := io.ReadAll(io.LimitReader(f, maxManifestSize))
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return append(head[:n], rest...), true, nil
+}
+
+// blobMark returns a corrupt mark when an image or vmlinux blob of rec is
+// missing or has the wrong size.
+func (c *Cache) blobMark(rec *index.Record) *index.CorruptMark {
+	uses := roleUses(rec)
+	for _, u := range uses[:len(uses)-1] { // the manifest was just read
+		f, err := c.checkOneBlob(u.blob.Digest, u.blob.Size, false)
+		if err != nil || f == nil {
+			continue
+		}
+		return &index.CorruptMark{Kind: f.kind, Reason: fmt.Sprintf("%s blob: %s (found by doctor --rebuild-index)", u.role, f.detail),
+			At: time.Now().UTC().Format(time.RFC3339)}
+	}
+	return nil
+}
+
+// compactIndex rewrites the index file when at least half of it is free
+// pages, holding the cache-wide lock and bbolt's exclusive lock on the old
+// file (writers wait, then reopen the new file; see index.Open).
+func (c *Cache) compactIndex(dryRun bool) (*CompactReport, error) {
+	path := c.IndexPath()
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return &CompactReport{}, nil
+	}
+	if !dryRun {
+		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index compaction")
+		if err != nil {
+			return nil, fmt.Errorf("compact index: %w", err)
+		}
+		defer gl.Release()
+	}
+	db, err := index.Open(path, index.Options{Timeout: c.opt.IndexTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("compact index: %w", c.explainIndexErr(err))
+	}
+	defer db.Close()
+	size, free, err := db.FreeRatio()
+	if err != nil {
+		return nil, fmt.Errorf("compact index: %w", c.explainIndexErr(err))
+	}
+	rep := &CompactReport{Before: size, After: size, FreeRatio: free}
+	if free < 0.5 || dryRun {
+		return rep, nil
+	}
+	tmp := fmt.Sprintf("%s.compact-%d-%d", path, os.Getpid(), time.Now().UnixNano())
+	defer os.Remove(tmp)
+	if err := db.CompactTo(tmp); err != nil {
+		return nil, fmt.Errorf("compact index: %w", c.explainIndexErr(err))
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("compact index: install %s: %w", path, err)
+	}
+	if err := syncDirPath(c.root); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(path); err == nil {
+		rep.After = fi.Size()
+	}
+	rep.Compacted = true
+	return rep, nil
+}
+
+func syncDirPath(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
