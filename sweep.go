@@ -35,6 +35,10 @@ type SweepReport struct {
 	// DyingFinished counts blobs whose remover died between its commit and
 	// its unlink, finished here.
 	DyingFinished int `json:"dying_finished"`
+	// PreIndexManifests counts unreferenced manifests older than the index
+	// itself: entries of a lost or replaced index, kept (with their blobs)
+	// for `kcache doctor --rebuild-index`.
+	PreIndexManifests int `json:"pre_index_manifests"`
 }
 
 // Sweep removes what crashed or interrupted writers left behind: staging
@@ -64,14 +68,23 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 	// Candidates from a read-only snapshot; confirmed under the write lock.
 	known := map[string]bool{}
 	var dying map[string]time.Time
-	if _, err := c.view(func(tx *index.Tx) error {
+	var created time.Time
+	haveIndex, err := c.view(func(tx *index.Tx) error {
 		var err error
 		if dying, err = tx.DyingBlobs(); err != nil {
 			return err
 		}
+		_, at := tx.Schema()
+		created, _ = time.Parse(time.RFC3339, at)
 		return tx.ForEachBlob(func(d string, _ index.BlobRef) error { known[d] = true; return nil })
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
+	}
+	if !haveIndex {
+		// Without an index every blob looks unreferenced; the manifests are
+		// what `kcache doctor --rebuild-index` needs, so nothing is removed.
+		return rep, nil
 	}
 	var orphans, abandoned []string
 	err = c.blobs.Walk(func(d string, size int64) error {
@@ -89,6 +102,7 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	orphans, rep.PreIndexManifests = c.sparePreIndexEntries(orphans, created)
 	if opt.DryRun {
 		for _, d := range orphans {
 			rep.OrphansRemoved++
@@ -158,4 +172,46 @@ func (c *Cache) sweepIfDue() {
 	if _, err := c.Sweep(SweepOptions{}); err != nil {
 		c.warnf("sweep: %v", err)
 	}
+}
+
+// sparePreIndexEntries takes out of the orphan candidates every manifest
+// written before the index was created, and the blobs such a manifest names.
+// Those are entries of an index that was lost or deleted, not crash debris
+// of this one: removing them would destroy what a rebuild recovers. It
+// returns the remaining candidates and how many manifests it spared.
+func (c *Cache) sparePreIndexEntries(orphans []string, created time.Time) ([]string, int) {
+	if created.IsZero() {
+		return orphans, 0
+	}
+	spared := map[string]bool{}
+	n := 0
+	for _, d := range orphans {
+		fi, err := os.Stat(c.blobs.Path(d))
+		if err != nil || !fi.ModTime().Before(created) || fi.Size() > maxManifestSize {
+			continue
+		}
+		data, err := os.ReadFile(c.blobs.Path(d))
+		if err != nil || !index.IsManifest(data) {
+			continue
+		}
+		rec, err := index.DecodeManifest(data)
+		if err != nil {
+			continue
+		}
+		n++
+		spared[d] = true
+		for _, ref := range rec.Digests() {
+			spared[ref] = true
+		}
+	}
+	if n == 0 {
+		return orphans, 0
+	}
+	kept := orphans[:0]
+	for _, d := range orphans {
+		if !spared[d] {
+			kept = append(kept, d)
+		}
+	}
+	return kept, n
 }

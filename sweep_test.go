@@ -247,9 +247,12 @@ func TestSweepDryRunChangesNothing(t *testing.T) {
 func TestStoreSweepsAtMostHourly(t *testing.T) {
 	c, root := newCache(t)
 	start := time.Now().Unix()
+	// The very first store finds no index to sweep against; the next one
+	// sweeps because none has been recorded yet.
+	storeImage(t, c, "a0", []byte("image of a0"), nil)
 	storeImage(t, c, "a", []byte("image of a"), nil)
 	if last := lastSweep(t, c); last < start {
-		t.Fatalf("the first store did not sweep: last_sweep %d", last)
+		t.Fatalf("the second store did not sweep: last_sweep %d", last)
 	}
 
 	recent := time.Now().Add(-59 * time.Minute).Unix()
@@ -315,4 +318,40 @@ func TestSweepFinishesAbandonedDyingBlobs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSweepSparesEntriesOfALostIndex: after index.db is lost, a store makes
+// a fresh index in which every old blob looks unreferenced. The sweep must
+// not remove the old manifests (nor the blobs they name), so that
+// `doctor --rebuild-index` can still recover those entries.
+func TestSweepSparesEntriesOfALostIndex(t *testing.T) {
+	c, root := newCache(t)
+	old := storeImage(t, c, "old", []byte("image of an entry the index will forget"), []byte("vmlinux bytes"))
+	past := time.Now().Add(-3 * time.Hour)
+	for _, p := range []string{old.ImagePath, old.VmlinuxPath, c.BlobPath(old.Manifest.Digest)} {
+		if err := os.Chtimes(p, past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(filepath.Join(root, "index.db")); err != nil {
+		t.Fatal(err)
+	}
+	storeImage(t, c, "new", []byte("image of a new entry"), nil) // fresh index
+	rep := mustSweep(t, c, kcache.SweepOptions{})
+	if rep.PreIndexManifests != 1 || rep.OrphansRemoved != 0 {
+		t.Errorf("sweep report %+v; want the old manifest spared and nothing removed", rep)
+	}
+	for _, p := range []string{old.ImagePath, old.VmlinuxPath, c.BlobPath(old.Manifest.Digest)} {
+		if !exists(p) {
+			t.Fatalf("the sweep removed %s of the lost index's entry", p)
+		}
+	}
+	if _, err := c.Doctor(kcache.DoctorOptions{RebuildIndex: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"old", "new"} {
+		if _, err := c.Lookup(key); err != nil {
+			t.Errorf("after the rebuild, %s: %v", key, err)
+		}
+	}
 }
