@@ -325,10 +325,11 @@ func TestStatsUsageAndTimes(t *testing.T) {
 
 	c, root := newCache(t)
 	start := time.Now().Truncate(time.Second)
-	storeImage(t, c, "k", []byte("image"), nil) // the first store sweeps
+	storeImage(t, c, "k0", []byte("image 0"), nil) // no index yet: nothing to sweep against
+	storeImage(t, c, "k", []byte("image"), nil)    // the first store with an index sweeps
 	r = mustStats(t, c)
 	if r.LastSweep == nil || r.LastSweep.Before(start) {
-		t.Errorf("last sweep after the first store = %v; want about now", r.LastSweep)
+		t.Errorf("last sweep after the second store = %v; want about now", r.LastSweep)
 	}
 	if r.LastGC != nil || r.LastGCFreedBytes != nil || r.GCRuns != 0 {
 		t.Errorf("gc never ran but stats says %v, %v, %d runs", r.LastGC, r.LastGCFreedBytes, r.GCRuns)

@@ -66,7 +66,8 @@ func duBlobs(t *testing.T, root string) int64 {
 // null for a gc that never ran.
 func TestCLIStatsJSONSchema(t *testing.T) {
 	root := cliNewRoot(t)
-	cliStore(t, root, "k")
+	cliStore(t, root, "k0") // creates the index
+	cliStore(t, root, "k")  // sweeps, recording last_sweep
 	out, _ := cliOK(t, root, "stats", "--json")
 	raw := []byte(out)
 	if got, want := cliKeys(t, raw), []string{"root", "entries", "blobs", "index", "staging", "quarantine",
