@@ -21,6 +21,19 @@
 // flock on the file while it is open), so a harness that holds an entry for
 // minutes holds only the entry's shared lock (AcquireShared), not the index.
 //
+// Every deletion (Remove, Clean, GC) goes through one protocol: take each
+// entry's exclusive lock without waiting (entries in use are skipped and
+// reported), delete the records in one transaction, which marks blobs whose
+// reference count reached zero as dying, then unlink them with the index
+// closed and forget them in a second short transaction. DESIGN.md had the
+// unlink inside the transaction's lock; moving it out keeps a large gc from
+// blocking every other process for the duration of thousands of unlinks, and
+// the dying mark keeps a concurrent store from adopting a blob that is about
+// to vanish. Sweep removes what crashes leave behind (dead writers' staging
+// directories, unreferenced blobs past a grace period, abandoned dying
+// blobs), and never the manifests of a lost index, which doctor
+// --rebuild-index needs.
+//
 // Blob paths returned by Lookup stay valid until the entry is replaced or
 // removed. A reader that must not race a replacement either holds the shared
 // lock while it reads or opens the files with OpenEntry, which retries when a
