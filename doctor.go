@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/fsync"
 	"github.com/kcache/kcache/lock"
 )
 
@@ -388,7 +389,7 @@ func (c *Cache) installIndex(tmp string, oldExists bool, rep *RebuildReport) err
 		if err := os.Link(tmp, path); err != nil {
 			return fmt.Errorf("install rebuilt index %s: %w (if another process created it meanwhile, run `kcache doctor --rebuild-index` again)", path, err)
 		}
-		return syncDirPath(c.root)
+		return fsync.Dir(c.root)
 	}
 	bak := path + ".bak"
 	if err := os.Remove(bak); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -404,7 +405,7 @@ func (c *Cache) installIndex(tmp string, oldExists bool, rep *RebuildReport) err
 		return fmt.Errorf("install rebuilt index %s: %w", path, err)
 	}
 	rep.Backup = bak
-	return syncDirPath(c.root)
+	return fsync.Dir(c.root)
 }
 
 func readOldIndex(tx *index.Tx, old *oldIndexState) error {
@@ -556,7 +557,7 @@ func (c *Cache) compactIndex(dryRun bool) (*CompactReport, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return nil, fmt.Errorf("compact index: install %s: %w", path, err)
 	}
-	if err := syncDirPath(c.root); err != nil {
+	if err := fsync.Dir(c.root); err != nil {
 		return nil, err
 	}
 	if fi, err := os.Stat(path); err == nil {
@@ -564,18 +565,6 @@ func (c *Cache) compactIndex(dryRun bool) (*CompactReport, error) {
 	}
 	rep.Compacted = true
 	return rep, nil
-}
-
-func syncDirPath(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 func copyFile(src, dst string) error {

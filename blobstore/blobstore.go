@@ -19,8 +19,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"github.com/kcache/kcache/internal/fsync"
 )
 
 // Store is a blob directory.
@@ -143,14 +144,14 @@ func (w *Writer) Commit() (digest string, size int64, err error) {
 		if err := os.MkdirAll(sub, 0o755); err != nil {
 			return "", 0, fmt.Errorf("create blob directory %s: %w", sub, err)
 		}
-		if err := syncDir(w.s.dir); err != nil {
+		if err := fsync.Dir(w.s.dir); err != nil {
 			return "", 0, err
 		}
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return "", 0, fmt.Errorf("install blob %s: %w", digest, err)
 	}
-	if err := syncDir(sub); err != nil {
+	if err := fsync.Dir(sub); err != nil {
 		return "", 0, err
 	}
 	return digest, w.n, nil
@@ -230,20 +231,6 @@ func (s *Store) Verify(d string) error {
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != d {
 		return fmt.Errorf("blob %s: %w: it hashes to %s", d, ErrMismatch, got)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	// Some filesystems cannot fsync a directory (EINVAL); their renames are
-	// then as durable as they get.
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }

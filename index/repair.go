@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/kcache/kcache/internal/fsync"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -101,7 +102,7 @@ func (d *DB) CompactTo(dst string) (err error) {
 	if err := out.Close(); err != nil {
 		return fmt.Errorf("compact %s: close %s: %w", d.path, dst, err)
 	}
-	return syncDir(filepath.Dir(dst))
+	return fsync.Dir(filepath.Dir(dst))
 }
 
 // isOSError reports whether err came from the operating system (opening,
