@@ -20,6 +20,11 @@
 // The index is opened per operation and closed right after (bbolt holds an
 // flock on the file while it is open), so a harness that holds an entry for
 // minutes holds only the entry's shared lock (AcquireShared), not the index.
+// An index written by an older kcache is upgraded (package migrate, after a
+// backup copy index.db.v<N>.bak) by the first open of a cache that may
+// write, for reading or writing alike, so the upgrade never waits for a
+// write on a hot path; a cache opened with Options.ReadOnly never writes,
+// so it reads an older index as it is (every schema so far is readable).
 //
 // Every deletion (Remove, Clean, GC) goes through one protocol: take each
 // entry's exclusive lock without waiting (entries in use are skipped and
@@ -47,11 +52,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/lock"
+	"github.com/kcache/kcache/migrate"
 )
 
 // Default waits, as in ktstr: a reader still blocked after 10 s has met a
@@ -205,11 +212,64 @@ func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
 			return nil, fmt.Errorf("create cache root %s: %w", c.root, err)
 		}
 	}
-	db, err := index.Open(c.IndexPath(), index.Options{ReadOnly: readOnly, Timeout: c.opt.IndexTimeout})
+	return c.openIndexWith(index.Open, index.Options{ReadOnly: readOnly})
+}
+
+// openIndexWith opens the index with open (index.Open or a variant) and
+// handles an index written by an older kcache (index.ErrSchemaOld): a cache
+// that may write upgrades it first (migrate.Upgrade, see upgradeIndex),
+// whatever the operation; a read-only cache (Options.ReadOnly) never
+// writes, so it reads the old file as it is when the index package still
+// can (index.MinReadSchema) and otherwise says how to upgrade.
+func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error), opt index.Options) (*index.DB, error) {
+	opt.Timeout = c.opt.IndexTimeout
+	db, err := open(c.IndexPath(), opt)
+	if errors.Is(err, index.ErrSchemaOld) {
+		if c.opt.ReadOnly {
+			if opt.ReadOnly {
+				opt.ReadOld = true
+				db, err = open(c.IndexPath(), opt)
+			}
+			if errors.Is(err, index.ErrSchemaOld) {
+				return nil, fmt.Errorf("%w; the cache is opened read-only (--read-only), so it cannot be upgraded: run any kcache command that writes (or `kcache doctor`) without --read-only once", err)
+			}
+		} else {
+			if uerr := c.upgradeIndex(false); uerr != nil {
+				return nil, uerr
+			}
+			db, err = open(c.IndexPath(), opt)
+		}
+	}
 	if err != nil {
 		return nil, c.explainIndexErr(err)
 	}
 	return db, nil
+}
+
+// upgradeIndex upgrades an index written by an older kcache to this one's
+// schema (package migrate: one transaction per step, each after a backup
+// copy index.db.v<N>.bak). It holds the cache-wide lock of doctor's rebuild
+// and compaction (.locks/.index.lock; held tells it the caller has it), so
+// that no file replacement races the upgrade; migrate re-reads the version
+// under bbolt's exclusive lock, so a second process that waited finds the
+// file current and does nothing.
+func (c *Cache) upgradeIndex(held bool) error {
+	if !held {
+		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
+		if err != nil {
+			return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), err)
+		}
+		defer gl.Release()
+	}
+	res, err := migrate.Upgrade(c.IndexPath(), c.opt.IndexTimeout)
+	if err != nil {
+		return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), c.explainIndexErr(err))
+	}
+	if res.From != res.To {
+		fmt.Fprintf(c.opt.Warn, "kcache: upgraded the index %s from schema %d to %d; the old file is kept as %s\n",
+			c.IndexPath(), res.From, res.To, strings.Join(res.Backups, ", "))
+	}
+	return nil
 }
 
 func (c *Cache) explainIndexErr(err error) error {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -107,6 +108,10 @@ var rootNames = map[string]bool{
 	"index.db": true, "index.db.bak": true, "blobs": true, ".locks": true,
 	".tmp": true, "quarantine": true, statsDirName: true,
 }
+
+// schemaBackup matches the copies of index.db that a schema upgrade keeps
+// (migrate.BackupPath).
+var schemaBackup = regexp.MustCompile(`^index\.db\.v[0-9]+\.bak$`)
 
 // tempIndexPrefixes name temporary index files of a create, rebuild or
 // compaction in progress; they are foreign only once DefaultSweepGrace old.
@@ -237,7 +242,7 @@ func (c *Cache) foreignInRoot() ([]string, error) {
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if rootNames[name] {
+		if rootNames[name] || schemaBackup.MatchString(name) {
 			continue
 		}
 		temp := false
@@ -302,6 +307,17 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	if _, err := os.Stat(path); err == nil {
 		oldExists = true
 		db, err := index.Open(path, index.Options{ReadOnly: dryRun, Timeout: c.opt.IndexTimeout})
+		if errors.Is(err, index.ErrSchemaOld) {
+			// An older kcache's index: a dry run reads it as it is, a real
+			// rebuild upgrades it first (holding the lock taken above), so
+			// that what is carried over is read with this schema. If the
+			// upgrade fails, the file is treated as corrupt and rebuilt.
+			if dryRun {
+				db, err = index.Open(path, index.Options{ReadOnly: true, ReadOld: true, Timeout: c.opt.IndexTimeout})
+			} else if uerr := c.upgradeIndex(true); uerr == nil {
+				db, err = index.Open(path, index.Options{Timeout: c.opt.IndexTimeout})
+			}
+		}
 		switch {
 		case err == nil:
 			defer db.Close()

@@ -62,7 +62,7 @@ func procRunRole(role string, args []string) error {
 		return fmt.Errorf("bad helper arguments %q", args)
 	}
 	args = args[1:]
-	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1, "holdstaging": 2}
+	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1, "holdstaging": 2, "holdflock": 2}
 	if n, ok := need[role]; !ok {
 		return fmt.Errorf("unknown role")
 	} else if len(args) != n {
@@ -84,6 +84,8 @@ func procRunRole(role string, args []string) error {
 		return procRoleHoldShared(args[0], args[1])
 	case "holdstaging":
 		return procRoleHoldStaging(args[0], args[1])
+	case "holdflock":
+		return procRoleHoldFlock(args[0], args[1])
 	default:
 		return procRoleHoldIndex(args[0])
 	}
@@ -289,6 +291,27 @@ func procRoleHoldStaging(root, id string) error {
 	}
 	if err := os.WriteFile(filepath.Join(tmp, id, "blob-staged"), []byte("half a kernel"), 0o600); err != nil {
 		return err
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+// procRoleHoldFlock takes flock(2) on path ("shared" or "exclusive"; the
+// file must exist) as a foreign tool such as ktstr does, prints "ready" and
+// holds it until stdin closes (or it is killed).
+func procRoleHoldFlock(path, mode string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	how := syscall.LOCK_SH
+	if mode == "exclusive" {
+		how = syscall.LOCK_EX
+	}
+	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("lock %s: %w", path, err)
 	}
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, os.Stdin)

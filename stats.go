@@ -189,7 +189,8 @@ func (c *Cache) Stats() (*StatsReport, error) {
 	}
 	referenced := map[string]int64{} // digest -> size
 	var counters map[string]int64
-	db, err := index.OpenForStats(c.IndexPath(), index.Options{Timeout: c.opt.IndexTimeout})
+	// Stats writes nothing: it reads an older schema as it is.
+	db, err := index.OpenForStats(c.IndexPath(), index.Options{Timeout: c.opt.IndexTimeout, ReadOld: true})
 	switch {
 	case errors.Is(err, index.ErrNoIndex):
 	case err != nil:

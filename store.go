@@ -29,6 +29,11 @@ type Artifacts struct {
 // Options.StoreLockTimeout for holders of the key's lock (harnesses holding
 // it shared) and releases blobs that no other entry uses.
 func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metadata) (*Entry, error) {
+	return c.store(ctx, key, art, meta, nil)
+}
+
+// store is Store; mig, when not nil, is recorded on the record (Migrate).
+func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metadata, mig *index.Migrated) (*Entry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
@@ -40,8 +45,9 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
 	// A damaged index fails the store now, before anything is copied; the
-	// error names the file and `kcache doctor --rebuild-index`.
-	if _, err := c.view(func(*index.Tx) error { return nil }); errors.Is(err, index.ErrCorrupt) {
+	// error names the file and `kcache doctor --rebuild-index`. So does an
+	// index from a newer kcache. (An older one is upgraded by this open.)
+	if _, err := c.view(func(*index.Tx) error { return nil }); errors.Is(err, index.ErrCorrupt) || errors.Is(err, index.ErrSchemaTooNew) {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
 	image, err := openInput("image", art.Image)
@@ -82,7 +88,7 @@ func (c *Cache) Store(ctx context.Context, key string, art Artifacts, meta Metad
 	// Both resolve by waiting briefly and writing the blobs again.
 	deadline := time.Now().Add(index.DyingAbandonAfter + 5*time.Second)
 	for attempt := 1; ; attempt++ {
-		rec, err := c.ingest(st, key, meta, image, vmlinux)
+		rec, err := c.ingest(st, key, meta, image, vmlinux, mig)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
@@ -123,13 +129,13 @@ func openInput(role, path string) (*os.File, error) {
 
 // ingest copies the inputs and the manifest into blobs and returns the record
 // that references them.
-func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File) (*index.Record, error) {
+func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated) (*index.Record, error) {
 	rec := &index.Record{
 		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
 		ImageName: meta.ImageName, ConfigHash: meta.ConfigHash, BuiltAt: meta.BuiltAt,
 		KconfigHash: meta.KconfigHash, SourceVmlinuxSize: meta.SourceVmlinuxSize,
 		SourceVmlinuxMtimeSecs: meta.SourceVmlinuxMtimeSecs, ConfigHZ: meta.ConfigHZ,
-		StoredAt: time.Now().UTC().Format(time.RFC3339Nano),
+		StoredAt: time.Now().UTC().Format(time.RFC3339Nano), Migrated: mig,
 	}
 	var err error
 	if rec.Image, err = c.ingestFile(st, image); err != nil {

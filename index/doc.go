@@ -24,7 +24,7 @@
 //	                        remover has unlinked the file and Forgets the record
 //	pins/
 //	    <cache key>      -> msgpack Pin {pinned_at, reason}
-//	stats/               (created by the first write that counts something)
+//	stats/               (since schema 2; schema 1 created it on first use)
 //	    <counter name>   -> int64, big endian (StatEvictions, StatLastGC, ...)
 //
 // # Rules
@@ -40,7 +40,21 @@
 //     Put refuses dying blobs (ErrBlobDying): a writer cannot adopt a file that
 //     is about to be unlinked. A dying mark older than DyingAbandonAfter
 //     belongs to a remover that died, and Put takes the blob over.
-//   - A schema newer than SchemaVersion is refused (ErrSchemaTooNew).
+//   - A schema newer than SchemaVersion is refused (ErrSchemaTooNew; the
+//     message names both versions and says to upgrade kcache).
+//
+// # Schema versions
+//
+// Open returns a *SchemaOldError (ErrSchemaOld) for a file of an older
+// schema: this package only reads and writes its own. The upgrade lives in
+// package migrate, which this package does not import; it works through
+// OpenUpgrade, an Upgrader that opens the file without checking its schema
+// and offers a byte-exact Backup and Step, which runs one upgrade step and
+// bumps the version in one transaction (and refuses to commit unless every
+// bucket of the new version exists). The root package calls migrate on any
+// open of a cache that may write; a read-only open that asks for it
+// (Options.ReadOld) reads files down to MinReadSchema as they are, because
+// every bucket a reader uses has kept its shape since then.
 //
 // # Opening
 //

@@ -16,8 +16,18 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// SchemaVersion is the index layout this package reads and writes.
-const SchemaVersion = 1
+// SchemaVersion is the index layout this package writes. Version history:
+//
+//	1  buckets meta, entries, by_time, blobs, pins; stats created lazily
+//	2  the stats bucket exists from creation on (added by package migrate's
+//	   step 1→2); records and blob refs are unchanged: their later fields
+//	   (BlobRef.Dying, Record.Corrupt) are omitempty, so v1 values decode
+const SchemaVersion = 2
+
+// MinReadSchema is the oldest schema that a read-only open with
+// Options.ReadOld reads as it is, without upgrading: every bucket a reader
+// uses has the same shape since then.
+const MinReadSchema = 1
 
 var (
 	bucketMeta    = []byte("meta")
@@ -25,14 +35,22 @@ var (
 	bucketByTime  = []byte("by_time")
 	bucketBlobs   = []byte("blobs")
 	bucketPins    = []byte("pins")
-	bucketStats   = []byte("stats") // created on first write; not in allBuckets
+	bucketStats   = []byte("stats")
 
 	keySchema  = []byte("schema_version")
 	keyCreated = []byte("created_at")
 	keyKconfig = []byte("kconfig_hash")
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketEntries, bucketByTime, bucketBlobs, bucketPins}
+// allBuckets are the top-level buckets of SchemaVersion, each with the
+// schema version that introduced it.
+var allBuckets = []struct {
+	name  []byte
+	since uint32
+}{
+	{bucketMeta, 1}, {bucketEntries, 1}, {bucketByTime, 1}, {bucketBlobs, 1}, {bucketPins, 1},
+	{bucketStats, 2},
+}
 
 var (
 	// ErrBusy means the index file stayed locked by another process for the
@@ -42,6 +60,9 @@ var (
 	ErrCorrupt = errors.New("index corrupt")
 	// ErrSchemaTooNew means the file was written by a newer kcache.
 	ErrSchemaTooNew = errors.New("index schema is newer than this kcache")
+	// ErrSchemaOld is matched by *SchemaOldError: the file has an older
+	// schema that package migrate upgrades.
+	ErrSchemaOld = errors.New("index schema is older than this kcache")
 	// ErrNotFound means there is no record under the key.
 	ErrNotFound = errors.New("not found")
 	// ErrNoIndex means a read-only open found no index file: an empty cache.
@@ -51,6 +72,20 @@ var (
 	ErrBlobDying = errors.New("blob is being removed")
 )
 
+// SchemaOldError is an index file with an older schema than SchemaVersion.
+// Open returns it instead of a DB; package migrate upgrades the file.
+type SchemaOldError struct {
+	Path    string
+	Version uint32 // the file's schema
+}
+
+func (e *SchemaOldError) Error() string {
+	return fmt.Sprintf("index %s has schema %d, this kcache uses %d: it needs an upgrade", e.Path, e.Version, SchemaVersion)
+}
+
+// Is makes errors.Is(err, ErrSchemaOld) true.
+func (e *SchemaOldError) Is(target error) bool { return target == ErrSchemaOld }
+
 // DyingAbandonAfter is how long a released blob may stay dying before Put
 // presumes its remover died and takes the blob over. A remover unlinks right
 // after its commit, so this is orders of magnitude longer than it needs.
@@ -59,6 +94,10 @@ var DyingAbandonAfter = 30 * time.Second
 // Options control Open.
 type Options struct {
 	ReadOnly bool
+	// ReadOld lets a read-only open accept a file of an older schema, down
+	// to MinReadSchema, as it is. Without it (and always for a read-write
+	// open) an older file is a *SchemaOldError.
+	ReadOld bool
 	// Timeout bounds the wait for another process's lock on the file. Zero
 	// means DefaultTimeout; bbolt's own "0 = forever" is never used.
 	Timeout time.Duration
@@ -136,8 +175,15 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}
 	db = &DB{bolt: b, path: path}
-	if err := db.View(func(tx *Tx) error { return tx.checkSchema() }); err != nil {
+	if err := db.View(func(tx *Tx) error { return tx.checkSchema(opt) }); err != nil {
 		_ = b.Close()
+		var old *SchemaOldError
+		if errors.As(err, &old) {
+			old.Path = path
+		}
+		if errors.Is(err, ErrSchemaTooNew) {
+			err = fmt.Errorf("open %s: %w", path, err)
+		}
 		return nil, err
 	}
 	return db, nil
@@ -154,8 +200,8 @@ func create(path string) error {
 		return fmt.Errorf("create index %s: %w", tmp, err)
 	}
 	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b.name); err != nil {
 				return err
 			}
 		}
@@ -244,21 +290,46 @@ func (t *Tx) bucket(name []byte) (*bolt.Bucket, error) {
 	return b, nil
 }
 
-func (t *Tx) checkSchema() error {
-	m, err := t.bucket(bucketMeta)
+func (t *Tx) checkSchema(opt Options) error {
+	n, err := schemaOf(t.tx)
 	if err != nil {
 		return err
 	}
+	switch {
+	case n > SchemaVersion:
+		return schemaTooNew(n)
+	case n < SchemaVersion && !(opt.ReadOnly && opt.ReadOld && n >= MinReadSchema):
+		return &SchemaOldError{Version: n}
+	}
+	return checkBuckets(t.tx, n)
+}
+
+func schemaTooNew(n uint32) error {
+	return fmt.Errorf("%w: the index file has schema %d, this kcache reads up to schema %d; upgrade kcache", ErrSchemaTooNew, n, SchemaVersion)
+}
+
+// schemaOf reads the schema version of any index file.
+func schemaOf(btx *bolt.Tx) (uint32, error) {
+	m := btx.Bucket(bucketMeta)
+	if m == nil {
+		return 0, fmt.Errorf("%w: bucket %q is missing", ErrCorrupt, bucketMeta)
+	}
 	v := m.Get(keySchema)
 	if len(v) != 4 {
-		return fmt.Errorf("%w: schema_version is missing or malformed", ErrCorrupt)
+		return 0, fmt.Errorf("%w: schema_version is missing or malformed", ErrCorrupt)
 	}
-	if n := binary.BigEndian.Uint32(v); n > SchemaVersion {
-		return fmt.Errorf("%w: file has schema %d, this kcache reads up to %d; upgrade kcache", ErrSchemaTooNew, n, SchemaVersion)
+	n := binary.BigEndian.Uint32(v)
+	if n == 0 {
+		return 0, fmt.Errorf("%w: schema_version is 0", ErrCorrupt)
 	}
-	for _, name := range allBuckets {
-		if _, err := t.bucket(name); err != nil {
-			return err
+	return n, nil
+}
+
+// checkBuckets checks that every bucket of schema version n exists.
+func checkBuckets(btx *bolt.Tx, n uint32) error {
+	for _, b := range allBuckets {
+		if b.since <= n && btx.Bucket(b.name) == nil {
+			return fmt.Errorf("%w: bucket %q is missing", ErrCorrupt, b.name)
 		}
 	}
 	return nil
@@ -465,13 +536,12 @@ const (
 	StatLastSweep  = "last_sweep" // unix seconds of the last blob sweep
 )
 
-// AddStat adds delta to a counter of the stats bucket, creating the bucket
-// on first use (older files lack it).
+// AddStat adds delta to a counter of the stats bucket.
 func (t *Tx) AddStat(name string, delta int64) error {
 	if delta == 0 {
 		return nil
 	}
-	b, err := t.tx.CreateBucketIfNotExists(bucketStats)
+	b, err := t.bucket(bucketStats)
 	if err != nil {
 		return err
 	}
@@ -484,14 +554,15 @@ func (t *Tx) AddStat(name string, delta int64) error {
 
 // SetStat sets a counter of the stats bucket.
 func (t *Tx) SetStat(name string, v int64) error {
-	b, err := t.tx.CreateBucketIfNotExists(bucketStats)
+	b, err := t.bucket(bucketStats)
 	if err != nil {
 		return err
 	}
 	return b.Put([]byte(name), binary.BigEndian.AppendUint64(nil, uint64(v)))
 }
 
-// Stats returns every counter of the stats bucket.
+// Stats returns every counter of the stats bucket (none in a schema 1 file
+// read with Options.ReadOld).
 func (t *Tx) Stats() map[string]int64 {
 	out := map[string]int64{}
 	if b := t.tx.Bucket(bucketStats); b != nil {

@@ -55,6 +55,23 @@ type Record struct {
 	// missing or damaged; Put of a fresh record clears it. Not part of the
 	// manifest.
 	Corrupt *CorruptMark `msgpack:"corrupt,omitempty"`
+	// Migrated is set on entries that kcache migrate imported from a ktstr
+	// cache: what the legacy files were, so that a later migrate can tell an
+	// unchanged entry (skip) from a changed one (store again) and verify
+	// the source before removing it. Part of the manifest.
+	Migrated *Migrated `msgpack:"migrated,omitempty"`
+}
+
+// Migrated describes the ktstr cache entry a record was imported from.
+type Migrated struct {
+	From          string `msgpack:"from"`           // the ktstr cache root
+	ImageSHA256   string `msgpack:"image_sha256"`   // of <entry>/<image_name>, as imported
+	VmlinuxSHA256 string `msgpack:"vmlinux_sha256"` // of <entry>/vmlinux before kcache stripped it; "" without
+	VmlinuxSize   int64  `msgpack:"vmlinux_size"`
+	// LegacyStripped is the legacy entry's vmlinux_stripped: ktstr had
+	// already stripped the vmlinux that kcache stripped again.
+	LegacyStripped bool   `msgpack:"legacy_stripped"`
+	MigratedAt     string `msgpack:"migrated_at"` // RFC 3339 UTC
 }
 
 // Digests returns every blob the record references, manifest included.

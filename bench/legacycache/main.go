@@ -5,9 +5,13 @@
 //
 //	legacycache store ROOT KEY IMAGE VMLINUX BUILT_AT
 //	legacycache lookup ROOT KEY      prints the image path (and vmlinux path)
+//	legacycache list ROOT            prints every entry as JSON, as `kcache list
+//	                                 --json` does (bench/list10k.sh)
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,6 +45,46 @@ func run(args []string) error {
 			fmt.Println(filepath.Join(e.Path, "vmlinux"))
 		}
 		return nil
+	case len(args) == 2 && args[0] == "list":
+		return list(args[1])
 	}
-	return fmt.Errorf("usage: legacycache store ROOT KEY IMAGE VMLINUX BUILT_AT | lookup ROOT KEY")
+	return fmt.Errorf("usage: legacycache store ROOT KEY IMAGE VMLINUX BUILT_AT | lookup ROOT KEY | list ROOT")
+}
+
+// list reads the whole cache the way ktstr lists it (legacy.List: read,
+// parse and stat every entry, sort newest first) and prints it as indented
+// JSON, one object per entry with its key, paths and metadata, or its
+// corruption reason; the work of `kcache list --json`.
+func list(root string) error {
+	l, err := legacy.List(root)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		Key         string           `json:"key"`
+		Path        string           `json:"path"`
+		ImagePath   string           `json:"image_path,omitempty"`
+		VmlinuxPath *string          `json:"vmlinux_path"`
+		Metadata    *legacy.Metadata `json:"metadata,omitempty"`
+		Error       string           `json:"error,omitempty"`
+	}
+	rows := make([]row, 0, len(l))
+	for _, le := range l {
+		r := row{Key: le.Key, Path: filepath.Join(root, le.Key), Error: le.Corrupt}
+		if e := le.Entry; e != nil {
+			r.ImagePath, r.Metadata = e.ImagePath(), &e.Meta
+			if e.Meta.HasVmlinux {
+				p := filepath.Join(e.Path, "vmlinux")
+				r.VmlinuxPath = &p
+			}
+		}
+		rows = append(rows, r)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rows); err != nil {
+		return err
+	}
+	return w.Flush()
 }

@@ -142,6 +142,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 in use.`,
 		newRunCmd(a), newLocksCmd(a), newPinCmd(a), newUnpinCmd(a), newKconfigCmd(a),
 		newVersionCmd(a), newStripCmd(a), newConfigCmd(a),
 		newCleanCmd(a), newGcCmd(a), newVerifyCmd(a), newDoctorCmd(a), newStatsCmd(a),
+		newExportCmd(a),
+		newMigrateCmd(a),
 	)
 	return root
 }
