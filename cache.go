@@ -57,6 +57,7 @@ import (
 
 	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/migrate"
 )
@@ -345,12 +346,14 @@ func (c *Cache) release(released []string) {
 	if len(released) == 0 {
 		return
 	}
+	failpoint.Hit(failpoint.UpdateAfterCommit)
 	gone := released[:0:0]
 	for _, d := range released {
 		if err := c.blobs.Remove(d); err != nil {
 			c.warnf("%v (the sweep will retry)", err)
 			continue
 		}
+		failpoint.Hit(failpoint.ReleaseAfterFirstUnlink)
 		gone = append(gone, d)
 	}
 	db, err := c.openIndex(false)

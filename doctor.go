@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/internal/fsync"
 	"github.com/kcache/kcache/lock"
 )
@@ -35,6 +36,21 @@ type OrphanBlob struct {
 	Digest string `json:"digest"`
 	Size   int64  `json:"size"`
 	MTime  string `json:"mtime"` // RFC 3339 UTC; the sweep removes it once DefaultSweepGrace old
+}
+
+// RestoredEntry is an entry the index had lost: its manifest blob exists but
+// no index record references it, its key has no record or an older one
+// (stored_at), and every blob it names is present with its size. This is
+// what a lost commit looks like (bbolt opens at the previous transaction
+// when the newest meta page is damaged) and also what a store that died or
+// failed after writing its blobs leaves; either way the entry is complete,
+// so Doctor puts it back in the index.
+type RestoredEntry struct {
+	Key      string `json:"key"`
+	Manifest string `json:"manifest"` // digest of the manifest blob
+	StoredAt string `json:"stored_at"`
+	// Replaced is true when an older record under the key was replaced.
+	Replaced bool `json:"replaced"`
 }
 
 // ForeignFile is a file or directory that kcache did not put in the root or
@@ -87,6 +103,9 @@ type DoctorReport struct {
 	// size; their entries are marked corrupt (and a wrong-size file goes to
 	// the quarantine), as Verify does without Deep.
 	Corrupt []BlobProblem `json:"corrupt"`
+	// Restored are entries re-added to the index from their manifests (see
+	// RestoredEntry); in a dry run, those that would be.
+	Restored []RestoredEntry `json:"restored"`
 	// Orphans are blob files no entry references; the sweep removes them once
 	// they are older than DefaultSweepGrace.
 	Orphans []OrphanBlob `json:"orphans"`
@@ -100,7 +119,7 @@ type DoctorReport struct {
 // Healthy reports whether the doctor found nothing wrong.
 func (r *DoctorReport) Healthy() bool {
 	rb := r.Rebuild == nil || len(r.Rebuild.BadManifests) == 0 && len(r.Rebuild.CorruptKeys) == 0
-	return rb && len(r.Corrupt) == 0 && len(r.Orphans) == 0 && len(r.Foreign) == 0 && r.Sweep == nil
+	return rb && len(r.Corrupt) == 0 && len(r.Restored) == 0 && len(r.Orphans) == 0 && len(r.Foreign) == 0 && r.Sweep == nil
 }
 
 // rootNames are what kcache keeps in a cache root (the rest is foreign).
@@ -134,7 +153,7 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 	if c.opt.ReadOnly && !opt.DryRun {
 		return nil, ErrReadOnly
 	}
-	rep := &DoctorReport{DryRun: opt.DryRun, Corrupt: []BlobProblem{}, Orphans: []OrphanBlob{}, Foreign: []ForeignFile{}}
+	rep := &DoctorReport{DryRun: opt.DryRun, Corrupt: []BlobProblem{}, Restored: []RestoredEntry{}, Orphans: []OrphanBlob{}, Foreign: []ForeignFile{}}
 	if _, err := os.Stat(c.root); errors.Is(err, fs.ErrNotExist) {
 		return rep, nil
 	}
@@ -168,6 +187,17 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 			})
 		}); err != nil {
 			return nil, fmt.Errorf("doctor: %w", err)
+		}
+		restored, err := c.restoreLost(referenced, opt.DryRun)
+		if err != nil {
+			return nil, fmt.Errorf("doctor: %w", err)
+		}
+		rep.Restored = restored
+		for _, r := range restored {
+			rec, _ := c.lostManifest(r.Manifest)
+			for _, d := range rec.Digests() {
+				referenced[d] = true
+			}
 		}
 	}
 	var foreign []string
@@ -223,6 +253,112 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// lostManifest reads the blob d and returns its record when it is a manifest
+// that hashes to its name, decodes, has a valid key and names blobs that are
+// all present with their sizes; else nil.
+func (c *Cache) lostManifest(d string) (*index.Record, error) {
+	size, err := c.blobs.Stat(d)
+	if err != nil || size > maxManifestSize {
+		return nil, nil
+	}
+	data, ok, err := readIfManifest(c.blobs.Path(d))
+	if err != nil || !ok {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	rec, err := index.DecodeManifest(data)
+	if hex.EncodeToString(sum[:]) != d || err != nil || ValidateKey(rec.Key) != nil {
+		return nil, nil
+	}
+	rec.Manifest = index.Blob{Digest: d, Size: size}
+	if c.blobMark(rec) != nil {
+		return nil, nil
+	}
+	return rec, nil
+}
+
+// restoreLost puts back into the index the entries it lost (RestoredEntry):
+// manifests that no record references (referenced holds every digest the
+// records name), that the index does not know as a blob at all (a dying
+// manifest belongs to a removal), whose key has no record or an older one,
+// and whose blobs are all present. Of several such manifests for a key the
+// newest wins. Each is stored under the entry's lock like a store, after a
+// re-check inside the write transaction, so a concurrent store of the key
+// wins. A dry run only reports.
+func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]RestoredEntry, error) {
+	var cands []string
+	err := c.blobs.Walk(func(d string, size int64) error {
+		if !referenced[d] && size <= maxManifestSize {
+			cands = append(cands, d)
+		}
+		return nil
+	}, nil)
+	if err != nil || len(cands) == 0 {
+		return []RestoredEntry{}, err
+	}
+	best := map[string]*index.Record{}
+	_, err = c.view(func(tx *index.Tx) error {
+		for _, d := range cands {
+			if _, known, err := tx.Blob(d); err != nil || known {
+				continue
+			}
+			rec, err := c.lostManifest(d)
+			if err != nil {
+				return err
+			}
+			if rec == nil {
+				continue
+			}
+			if cur, err := tx.Get(rec.Key); err == nil && !newerRecord(rec, cur) {
+				continue
+			}
+			if prev := best[rec.Key]; prev == nil || newerRecord(rec, prev) {
+				best[rec.Key] = rec
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(best))
+	for k := range best {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := []RestoredEntry{}
+	for _, k := range keys {
+		rec := best[k]
+		r := RestoredEntry{Key: k, Manifest: rec.Manifest.Digest, StoredAt: rec.StoredAt}
+		if dryRun {
+			_, _ = c.view(func(tx *index.Tx) error { _, err := tx.Get(k); r.Replaced = err == nil; return nil })
+			out = append(out, r)
+			continue
+		}
+		l, err := c.acquire(bg, k, lock.Exclusive, c.opt.StoreLockTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("restore %q: %w", k, err)
+		}
+		done := false
+		err = c.update(func(tx *index.Tx) ([]string, error) {
+			cur, err := tx.Get(k)
+			if err == nil && !newerRecord(rec, cur) {
+				return nil, nil // a store of the key committed meanwhile
+			}
+			r.Replaced, done = err == nil, true
+			return tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+		})
+		l.Release()
+		if err != nil {
+			return nil, fmt.Errorf("restore %q from manifest %s: %w", k, rec.Manifest.Digest, err)
+		}
+		if done {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // foreignInRoot lists what does not belong in the root, in blobs/ (beside
@@ -417,6 +553,7 @@ func (c *Cache) installIndex(tmp string, oldExists bool, rep *RebuildReport) err
 			return fmt.Errorf("keep the old index as %s: %w", bak, err)
 		}
 	}
+	failpoint.Hit(failpoint.RebuildBeforeSwap)
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("install rebuilt index %s: %w", path, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/internal/fsync"
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/migrate"
@@ -174,6 +175,7 @@ func (c *Cache) Migrate(opt MigrateOptions) (*MigrateReport, error) {
 		if opt.Progress != nil {
 			opt.Progress(i+1, len(keys))
 		}
+		failpoint.Hit(failpoint.MigrateBetweenEntries)
 	}
 	return r, nil
 }

@@ -74,6 +74,12 @@ func (c *Cache) sweepStaging(dryRun bool) (removed []string, err error) {
 	for _, e := range ents {
 		name := e.Name()
 		path := filepath.Join(c.tmpDir(), name)
+		if e.Type()&fs.ModeSymlink != 0 {
+			// kcache never creates symlinks here: never follow one
+			// (lock, delete through it), leave it to whoever planted it.
+			c.warnf("sweep: %s is a symlink, not a staging directory or lock; left alone", path)
+			continue
+		}
 		if id, ok := strings.CutSuffix(name, ".lock"); ok {
 			l, err := lock.Acquire(bg, path, lock.Exclusive, 0, "staging lock")
 			if err != nil {

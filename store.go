@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/strip"
 )
@@ -76,7 +77,9 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
+	failpoint.Hit(failpoint.StoreAfterStaging)
 	defer func() {
+		failpoint.Hit(failpoint.StoreBeforeUnstage)
 		if err := st.remove(); err != nil {
 			c.warnf("%v (the next store sweeps it)", err)
 		}
@@ -95,7 +98,9 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		var pin *index.Pin // a pin outlives replacements of its entry
 		err = c.update(func(tx *index.Tx) ([]string, error) {
 			pin = tx.PinOf(key)
-			return tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+			released, err := tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+			failpoint.Hit(failpoint.StoreBeforeCommit)
+			return released, err
 		})
 		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) && time.Now().Before(deadline) {
 			time.Sleep(min(time.Duration(attempt)*20*time.Millisecond, 500*time.Millisecond))
@@ -141,10 +146,12 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 	if rec.Image, err = c.ingestFile(st, image); err != nil {
 		return nil, fmt.Errorf("copy kernel image to cache: %w", err)
 	}
+	failpoint.Hit(failpoint.StoreAfterImage)
 	if vmlinux != nil {
 		if err := c.ingestVmlinux(st, vmlinux, rec); err != nil {
 			return nil, err
 		}
+		failpoint.Hit(failpoint.StoreAfterVmlinux)
 	}
 	manifest, err := index.EncodeManifest(rec)
 	if err != nil {
@@ -161,6 +168,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 	if rec.Manifest.Digest, rec.Manifest.Size, err = w.Commit(); err != nil {
 		return nil, fmt.Errorf("write manifest: %w", err)
 	}
+	failpoint.Hit(failpoint.StoreAfterManifest)
 	return rec, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
 )
 
 // DefaultSweepGrace is how old a blob file that no entry references must be
@@ -87,11 +88,16 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 		return rep, nil
 	}
 	var orphans, abandoned []string
+	// Abandoned dying records are taken from the index, not from the files
+	// found: a remover killed after unlinking some of its blobs leaves
+	// records whose files are gone, and they must be forgotten too.
+	for d, since := range dying {
+		if now.Sub(since) >= index.DyingAbandonAfter {
+			abandoned = append(abandoned, d)
+		}
+	}
 	err = c.blobs.Walk(func(d string, size int64) error {
-		if since, ok := dying[d]; ok {
-			if now.Sub(since) >= index.DyingAbandonAfter {
-				abandoned = append(abandoned, d)
-			}
+		if _, ok := dying[d]; ok {
 			return nil
 		}
 		if !known[d] && c.blobOlderThan(d, now, opt.Grace) {
@@ -120,6 +126,7 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 			}
 			n, _ := c.blobs.Stat(d)
 			if err := c.blobs.Remove(d); err == nil {
+				failpoint.Hit(failpoint.SweepAfterOrphanUnlink)
 				rep.OrphansRemoved++
 				rep.OrphanBytes += n
 			}

@@ -131,7 +131,9 @@ func (w *Writer) Commit() (digest string, size int64, err error) {
 	}
 	digest = hex.EncodeToString(w.h.Sum(nil))
 	final := w.s.Path(digest)
-	if fi, err := os.Stat(final); err == nil && fi.Size() == w.n {
+	// Lstat, and only a regular file counts: a symlink planted at the
+	// blob path is replaced by the rename below, never trusted or touched.
+	if fi, err := os.Lstat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == w.n {
 		// Already stored: identical content by construction. Refresh its
 		// time so a sweep's grace period counts from this use, not from
 		// when an earlier, perhaps orphaned, copy was written.

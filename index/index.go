@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -153,6 +154,13 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 			return nil, err
 		}
 	}
+	// A read-write open (and a read-only one that loads the freelist) reads
+	// pages beyond the meta pages inside bolt.Open: refuse a truncated file
+	// before it is mapped, and turn any other fault into ErrCorrupt.
+	if err := checkFileSize(path); err != nil {
+		return nil, err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(path, &err)
 	b, err := bolt.Open(path, 0o644, &bolt.Options{
 		ReadOnly:        opt.ReadOnly,
@@ -265,6 +273,57 @@ func (d *DB) checkSize(btx *bolt.Tx) error {
 	}
 	if fi.Size() < btx.Size() {
 		return fmt.Errorf("%w: %s is %d bytes but its header says %d (truncated)", ErrCorrupt, d.path, fi.Size(), btx.Size())
+	}
+	return nil
+}
+
+// checkFileSize is checkSize before bbolt opens the file: it reads both meta
+// pages the way bbolt does (the valid one with the higher txid wins; valid
+// means bbolt's magic, format version 2 and FNV-64a checksum of the first 56
+// bytes) and refuses a file shorter than that meta's high-water mark. bbolt
+// reads the freelist page inside a read-write Open, so such a file would
+// otherwise kill the process with SIGBUS there. Anything it cannot judge (no
+// valid meta, an unreadable file) is left to bolt.Open to report.
+func checkFileSize(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	type meta struct{ pageSize, pgid, txid uint64 }
+	read := func(off int64) (meta, bool) {
+		// Page header (16 bytes), then magic, version, pageSize, flags
+		// (uint32), root bucket (16 bytes), freelist, pgid, txid, checksum
+		// (uint64), in the machine's byte order.
+		var b [16 + 64]byte
+		if _, err := f.ReadAt(b[:], off); err != nil {
+			return meta{}, false
+		}
+		m := b[16:]
+		ne := binary.NativeEndian
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if ne.Uint32(m[0:]) != 0xED0CDAED || ne.Uint32(m[4:]) != 2 || ne.Uint64(m[56:]) != h.Sum64() {
+			return meta{}, false
+		}
+		return meta{uint64(ne.Uint32(m[8:])), ne.Uint64(m[40:]), ne.Uint64(m[48:])}, true
+	}
+	m0, ok0 := read(0)
+	ps := int64(os.Getpagesize())
+	if ok0 {
+		ps = int64(m0.pageSize)
+	}
+	m1, ok1 := read(ps)
+	m, ok := m0, ok0
+	if ok1 && (!ok0 || m1.txid > m0.txid) {
+		m, ok = m1, true
+	}
+	if ok && m.pgid > uint64(fi.Size())/m.pageSize {
+		return fmt.Errorf("open %s: %w: the file is %d bytes but its header says %d (truncated)", path, ErrCorrupt, fi.Size(), m.pgid*m.pageSize)
 	}
 	return nil
 }

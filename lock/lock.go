@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -105,7 +106,9 @@ func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration,
 	if err := CheckLocalFS(path); err != nil {
 		return nil, err
 	}
-	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o666))
+	// O_NOFOLLOW: a lock file planted as a symlink would make us create or
+	// lock a file elsewhere (outside the cache root).
+	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW), flock.SetPermissions(0o666))
 	try := fl.TryRLock
 	if mode == Exclusive {
 		try = fl.TryLock
@@ -116,6 +119,9 @@ func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration,
 		ok, err := try()
 		if err != nil {
 			_ = fl.Close()
+			if errors.Is(err, syscall.ELOOP) {
+				return nil, fmt.Errorf("lockfile %s (for %s) is a symlink; refusing to follow it: remove it (kcache creates lock files itself)", path, what)
+			}
 			return nil, fmt.Errorf("flock %s %s for %s: %w", mode, path, what, err)
 		}
 		if ok {

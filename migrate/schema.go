@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
 )
 
 // A Step upgrades an index file from schema From to From+1. Apply runs
@@ -79,6 +80,7 @@ func Upgrade(path string, timeout time.Duration) (*Result, error) {
 			return res, fmt.Errorf("upgrade %s from schema %d: %w", path, v, err)
 		}
 		res.Backups = append(res.Backups, bak)
+		failpoint.Hit(failpoint.UpgradeAfterBackup)
 		if err := u.Step(v, step.Apply); err != nil {
 			return res, err
 		}

@@ -19,6 +19,10 @@ func newDoctorCmd(a *app) *cobra.Command {
   - entries whose blobs are missing or have the wrong size are marked corrupt
     (error_kind blob_missing or blob_mismatch; a wrong-size file is moved to
     <root>/quarantine);
+  - entries the index lost (a manifest blob no record references, whose key
+    has no record or an older one, and whose blobs are all present: a lost
+    last commit, or a store that failed after writing its blobs) are put
+    back ("restored");
   - blob files no entry references are reported as orphans; the sweep removes
     them once they are an hour old (doctor runs it);
   - files kcache did not write, in the root or under blobs/, are moved to
@@ -57,7 +61,7 @@ doctor changes nothing. Exit 0 when it ran (whatever it found), 1 on error.`,
 	f.BoolVar(&opt.DryRun, "dry-run", false, "print the plan, change nothing")
 	f.BoolVar(&opt.RebuildIndex, "rebuild-index", false, "rebuild index.db from the manifest blobs (the old file is kept as index.db.bak)")
 	f.BoolVar(&opt.Compact, "compact", false, "rewrite index.db without free pages when it is mostly free")
-	f.BoolVar(&asJSON, "json", false, `print {"dry_run", "rebuild", "corrupt", "orphans", "foreign", "sweep", "compact"} as JSON`)
+	f.BoolVar(&asJSON, "json", false, `print {"dry_run", "rebuild", "corrupt", "restored", "orphans", "foreign", "sweep", "compact"} as JSON`)
 	return cmd
 }
 
@@ -91,6 +95,13 @@ func writeDoctorText(w io.Writer, r *kcache.DoctorReport) {
 		if p.QuarantinedTo != "" {
 			fmt.Fprintf(w, "  moved to %s\n", p.QuarantinedTo)
 		}
+	}
+	for _, e := range r.Restored {
+		how := "the index had lost it"
+		if e.Replaced {
+			how = "the index had an older record"
+		}
+		fmt.Fprintf(w, "%s %s from manifest %s (stored %s): %s\n", would("restored", "would restore"), e.Key, e.Manifest, e.StoredAt, how)
 	}
 	for _, o := range r.Orphans {
 		fmt.Fprintf(w, "orphan blob %s (%s, written %s): no entry references it\n", o.Digest, humanSize(o.Size), o.MTime)
