@@ -58,6 +58,14 @@ of 1000): 500M, 1.5GiB, 10G.`,
   kcache gc --max-size 20G --keep-per version:1 --json`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if grace < 0 {
+				return usageError{fmt.Errorf("--grace %s is negative", grace)}
+			}
+			if grace == 0 {
+				// The library reads a zero grace as "the default"; on the
+				// command line 0 means what it says: no grace at all.
+				grace = time.Nanosecond
+			}
 			opt := kcache.GCOptions{Grace: grace, DryRun: dry}
 			if cmd.Flags().Changed("keep") {
 				opt.Keep = &keep
@@ -121,7 +129,7 @@ of 1000): 500M, 1.5GiB, 10G.`,
 	f.StringVar(&maxAge, "max-age", "", "keep entries used within this duration (30d, 36h)")
 	f.StringVar(&maxSize, "max-size", "", "remove least recently used entries until the cache is at most this size (20G, 500MiB)")
 	f.StringVar(&minFree, "min-free", "", "remove least recently used entries until this much is free on the cache's filesystem (20G or 15%)")
-	f.DurationVar(&grace, "grace", kcache.DefaultSweepGrace, "how old an unreferenced blob file must be before it is removed")
+	f.DurationVar(&grace, "grace", kcache.DefaultSweepGrace, "how old an unreferenced blob file must be before it is removed (0: any age — only safe when no store is running)")
 	f.BoolVar(&dry, "dry-run", false, "remove nothing; print every entry that would be removed, with its reason and size")
 	f.BoolVar(&asJSON, "json", false, `print {"dry_run","removed","kept_in_use","kept_pinned","not_found","freed_bytes","duration_ms","index_held_ms","policies","corrupt","size_before","orphans_removed","orphan_bytes","staging_removed"} as JSON`)
 	return cmd

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -334,5 +335,35 @@ func TestCLICleanDryRunAndInUse(t *testing.T) {
 	}
 	if want := []string{"e1"}; !reflect.DeepEqual(gcCLIKeys(t, root), want) {
 		t.Errorf("left %q, want %q", gcCLIKeys(t, root), want)
+	}
+}
+
+// TestCLIGCGraceZero: --grace 0s removes unreferenced blobs of any age (it
+// does not fall back to the one-hour default); a negative grace is a usage
+// error.
+func TestCLIGCGraceZero(t *testing.T) {
+	root := t.TempDir()
+	img := filepath.Join(t.TempDir(), "bzImage")
+	if err := os.WriteFile(img, []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runIn(t, root, "store", "k", "--image", img); code != 0 {
+		t.Fatal(stderr)
+	}
+	orphan := filepath.Join(root, "blobs", "sha256", "ab", strings.Repeat("ab", 32))
+	if err := os.MkdirAll(filepath.Dir(orphan), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(orphan, []byte("fresh orphan"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runIn(t, root, "gc", "--grace", "0s"); code != 0 {
+		t.Fatalf("gc --grace 0s: exit %d %s", code, stderr)
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Errorf("gc --grace 0s kept a fresh orphan (%v)", err)
+	}
+	if _, _, code := runIn(t, root, "gc", "--grace", "-1s"); code != exitUsage {
+		t.Errorf("gc --grace -1s: exit %d, want 2", code)
 	}
 }
