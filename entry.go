@@ -130,6 +130,12 @@ func (e *Entry) KconfigStatus(current string) string {
 // entryFrom fills in blob paths and checks that the blobs are there with the
 // recorded sizes; a missing or wrong-size blob makes the entry corrupt.
 func (c *Cache) entryFrom(rec *index.Record, pin *index.Pin) (*Entry, error) {
+	return c.entryFromStat(rec, pin, c.blobs.Stat)
+}
+
+// entryFromStat is entryFrom with another way to stat a blob (ListEach's
+// directory-relative one); stat must behave as blobstore's Stat.
+func (c *Cache) entryFromStat(rec *index.Record, pin *index.Pin, stat func(string) (int64, error)) (*Entry, error) {
 	e := &Entry{Record: *rec, ImagePath: c.blobs.Path(rec.Image.Digest)}
 	if pin != nil {
 		e.Pinned, e.PinReason = true, pin.Reason
@@ -137,20 +143,20 @@ func (c *Cache) entryFrom(rec *index.Record, pin *index.Pin) (*Entry, error) {
 	if m := rec.Corrupt; m != nil {
 		return nil, &CorruptError{Key: rec.Key, Kind: m.Kind, Reason: m.Reason + " (found " + m.At + ")"}
 	}
-	if err := c.checkBlob(rec.Key, "image", rec.ImageName, rec.Image); err != nil {
+	if err := checkBlob(stat, rec.Key, "image", rec.ImageName, rec.Image); err != nil {
 		return nil, err
 	}
 	if rec.Vmlinux != nil {
 		e.VmlinuxPath = c.blobs.Path(rec.Vmlinux.Digest)
-		if err := c.checkBlob(rec.Key, "vmlinux", "vmlinux", *rec.Vmlinux); err != nil {
+		if err := checkBlob(stat, rec.Key, "vmlinux", "vmlinux", *rec.Vmlinux); err != nil {
 			return nil, err
 		}
 	}
 	return e, nil
 }
 
-func (c *Cache) checkBlob(key, role, name string, b index.Blob) error {
-	size, err := c.blobs.Stat(b.Digest)
+func checkBlob(stat func(string) (int64, error), key, role, name string, b index.Blob) error {
+	size, err := stat(b.Digest)
 	switch {
 	case os.IsNotExist(err):
 		return &CorruptError{Key: key, Kind: role + "_missing",

@@ -62,8 +62,12 @@ func (c *Cache) bump(name string) {
 	if c.opt.ReadOnly {
 		return
 	}
-	if _, err := os.Stat(c.IndexPath()); err != nil {
-		return // not a cache (yet): create nothing
+	// A hit was read from the index, so it exists; a miss may be a lookup
+	// in a directory that is not a cache (yet): create nothing there.
+	if name != hitsFile {
+		if _, err := os.Stat(c.IndexPath()); err != nil {
+			return
+		}
 	}
 	path := filepath.Join(c.statsDir(), name)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)

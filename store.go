@@ -48,9 +48,17 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	// A damaged index fails the store now, before anything is copied; the
 	// error names the file and `kcache doctor --rebuild-index`. So does an
 	// index from a newer kcache. (An older one is upgraded by this open.)
-	if _, err := c.view(func(*index.Tx) error { return nil }); errors.Is(err, index.ErrCorrupt) || errors.Is(err, index.ErrSchemaTooNew) {
+	// The same transaction reads when the last sweep ran (sweepIfDue), so a
+	// store opens the index once before its commit, not twice.
+	var lastSweep int64
+	_, err = c.view(func(tx *index.Tx) error {
+		lastSweep = tx.Stats()[index.StatLastSweep]
+		return nil
+	})
+	if errors.Is(err, index.ErrCorrupt) || errors.Is(err, index.ErrSchemaTooNew) {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
+	indexOK := err == nil // no index yet counts: last is 0 then
 	image, err := openInput("image", art.Image)
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)
@@ -72,7 +80,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	if _, err := c.sweepStaging(false); err != nil {
 		c.warnf("%v", err)
 	}
-	c.sweepIfDue()
+	c.sweepIfDue(indexOK, lastSweep)
 	st, err := c.newStaging()
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)

@@ -164,13 +164,11 @@ func (c *Cache) blobOlderThan(d string, now time.Time, grace time.Duration) bool
 
 // sweepIfDue runs Sweep when the last one is older than storeSweepInterval,
 // so that store keeps a cache tidy without walking the blob directory on
-// every call. Failures are warnings.
-func (c *Cache) sweepIfDue() {
-	var last int64
-	if _, err := c.view(func(tx *index.Tx) error {
-		last = tx.Stats()[index.StatLastSweep]
-		return nil
-	}); err != nil {
+// every call. last is the index's StatLastSweep as the caller's transaction
+// read it (0 when there is no index yet); indexOK false means that read
+// failed, and then nothing runs. Failures are warnings.
+func (c *Cache) sweepIfDue(indexOK bool, last int64) {
+	if !indexOK {
 		return
 	}
 	if time.Since(time.Unix(last, 0)) < storeSweepInterval {

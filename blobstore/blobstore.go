@@ -26,11 +26,18 @@ import (
 
 // Store is a blob directory.
 type Store struct {
-	dir string
+	dir    string
+	prefix string // filepath.Clean(dir) + "/", "" when that is not a plain join
 }
 
 // New returns the store rooted at dir. Nothing is created until a blob is.
-func New(dir string) *Store { return &Store{dir: dir} }
+func New(dir string) *Store {
+	s := &Store{dir: dir}
+	if c := filepath.Clean(dir); c != "/" && c != "." && c != "" {
+		s.prefix = c + string(filepath.Separator)
+	}
+	return s
+}
 
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
@@ -50,6 +57,9 @@ func ValidDigest(d string) bool {
 
 // Path returns where the blob with digest d lives (whether or not it exists).
 func (s *Store) Path(d string) string {
+	if s.prefix != "" && ValidDigest(d) {
+		return s.prefix + d[:2] + string(filepath.Separator) + d // what Join gives, without its Clean
+	}
 	return filepath.Join(s.dir, d[:2], d)
 }
 

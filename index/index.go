@@ -156,9 +156,14 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 	}
 	// A read-write open (and a read-only one that loads the freelist) reads
 	// pages beyond the meta pages inside bolt.Open: refuse a truncated file
-	// before it is mapped, and turn any other fault into ErrCorrupt.
-	if err := checkFileSize(path); err != nil {
-		return nil, err
+	// before it is mapped, and turn any other fault into ErrCorrupt. A plain
+	// read-only open (every lookup) reads only the meta pages there, and
+	// every transaction checks the size itself (checkSize), so it skips this
+	// extra open and two reads.
+	if !opt.ReadOnly || opt.loadFreelist {
+		if err := checkFileSize(path); err != nil {
+			return nil, err
+		}
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(path, &err)
@@ -412,8 +417,28 @@ func (t *Tx) Get(key string) (*Record, error) {
 	return decodeRecord(key, v)
 }
 
+// GetRaw returns the encoded record stored under key, or nil. The bytes are
+// the index file's mapping: valid until the transaction ends, never to be
+// modified. DecodeRecord turns them into a record (ListEach decodes them on
+// other goroutines; Get is GetRaw and DecodeRecord).
+func (t *Tx) GetRaw(key string) []byte { return t.tx.Bucket(bucketEntries).Get([]byte(key)) }
+
+// DecodeRecord decodes and checks a record read with GetRaw; a record that
+// does not decode is a *DecodeError. The result does not refer to data.
+func DecodeRecord(key string, data []byte) (*Record, error) { return decodeRecord(key, data) }
+
 // Count returns the number of entries.
 func (t *Tx) Count() int { return t.tx.Bucket(bucketEntries).Stats().KeyN }
+
+// CountByTime returns the number of keys in the by_time ordering; it equals
+// Count in a consistent index.
+func (t *Tx) CountByTime() int { return t.tx.Bucket(bucketByTime).Stats().KeyN }
+
+// HasTimeKey reports whether the by_time ordering holds key at builtAt.
+func (t *Tx) HasTimeKey(builtAt, key string) bool {
+	k, _ := t.tx.Bucket(bucketByTime).Cursor().Seek(timeKey(builtAt, key))
+	return k != nil && bytes.Equal(k, timeKey(builtAt, key))
+}
 
 // ForEach calls fn for every entry in key order. A record that does not
 // decode is passed with a *DecodeError and a nil record.

@@ -37,14 +37,21 @@ func main() {
 }
 
 func run(args []string) error {
+	direct := len(args) > 0 && args[0] == "-direct"
+	if direct {
+		args = args[1:]
+	}
 	if len(args) != 3 {
-		return fmt.Errorf("usage: listgen N KTSTR_ROOT KCACHE_ROOT")
+		return fmt.Errorf("usage: listgen [-direct] N KTSTR_ROOT KCACHE_ROOT")
 	}
 	n, err := strconv.Atoi(args[0])
 	if err != nil || n <= 0 {
 		return fmt.Errorf("entry count %q is not a positive number", args[0])
 	}
 	ktstr, kroot := args[1], args[2]
+	if direct {
+		return runDirect(n, ktstr, kroot)
+	}
 	c := kcache.Open(kroot, &kcache.Options{Warn: io.Discard})
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := make([]byte, 4096+16384)

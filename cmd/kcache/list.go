@@ -51,12 +51,26 @@ kconfig status is shown.`,
 			if err != nil {
 				return err
 			}
-			l, err := c.List(kcache.ListOptions{KconfigHash: h})
+			opt := kcache.ListOptions{KconfigHash: h}
+			if asJSON {
+				// Streamed: each entry is written as it is read.
+				var w *listJSONWriter
+				_, err := c.ListEach(opt, func(current string) error {
+					w = newListJSONWriter(a.stdout, c.Root(), current)
+					return nil
+				}, func(le kcache.Listed) error { return w.add(le) })
+				if err != nil {
+					return err
+				}
+				return w.finish()
+			}
+			l := &kcache.Listing{Root: c.Root()}
+			l.CurrentKconfigHash, err = c.ListEach(opt, nil, func(le kcache.Listed) error {
+				l.Entries = append(l.Entries, le)
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			if asJSON {
-				return writeJSON(a.stdout, listingJSON(l))
 			}
 			writeListText(a.stdout, a.stderr, l)
 			return nil
