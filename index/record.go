@@ -113,6 +113,9 @@ func encodeRecord(r *Record) ([]byte, error) {
 // so the result stays valid after the transaction ends.
 func decodeRecord(key string, data []byte) (*Record, error) {
 	var r Record
+	if _, err := checkBounds(data, 0); err != nil {
+		return nil, &DecodeError{Key: key, Kind: "malformed", Detail: err.Error()}
+	}
 	if err := msgpack.Unmarshal(data, &r); err != nil {
 		return nil, &DecodeError{Key: key, Kind: "malformed", Detail: err.Error()}
 	}
