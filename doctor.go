@@ -720,23 +720,12 @@ func (c *Cache) compactIndex(dryRun bool) (*CompactReport, error) {
 	return rep, nil
 }
 
+// copyFile copies src to a new dst (0644), fsynced.
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return fsync.WriteNew(dst, in, 0o644)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -145,7 +144,7 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 		}
 		linked = linked && vl
 	}
-	if err := writeFileSynced(filepath.Join(staging, "metadata.json"), meta, 0o644); err != nil {
+	if err := fsync.WriteNew(filepath.Join(staging, "metadata.json"), bytes.NewReader(meta), 0o644); err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
 	if err := fsync.Dir(staging); err != nil {
@@ -203,38 +202,10 @@ func linkOrCopy(src, dst string) (linked bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fi.Mode().Perm()|0o200)
-	if err != nil {
-		return false, err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
+	if err := fsync.WriteNew(dst, in, fi.Mode().Perm()|0o200); err != nil {
 		return false, fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return false, err
-	}
-	if err := out.Close(); err != nil {
-		return false, err
-	}
 	return false, os.Chmod(dst, fi.Mode().Perm())
-}
-
-func writeFileSynced(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // ktstrMetadata is ktstr's metadata.json: fields in ktstr's order, every

@@ -19,16 +19,17 @@
 package legacy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/kcache/kcache/internal/fsync"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,10 +171,10 @@ func Store(root, key, imagePath, vmlinuxPath string, meta Metadata) (*Entry, err
 	if err != nil {
 		return nil, err
 	}
-	if err := writeSynced(filepath.Join(staging, "metadata.json"), data, 0o644); err != nil {
+	if err := fsync.WriteNew(filepath.Join(staging, "metadata.json"), bytes.NewReader(data), 0o644); err != nil {
 		return nil, err
 	}
-	if err := syncPath(staging); err != nil {
+	if err := fsync.Dir(staging); err != nil {
 		return nil, err
 	}
 	final := filepath.Join(root, key)
@@ -186,7 +187,7 @@ func Store(root, key, imagePath, vmlinuxPath string, meta Metadata) (*Entry, err
 			return nil, fmt.Errorf("exchange %s and %s: %w", staging, final, err)
 		}
 	}
-	if err := syncPath(root); err != nil {
+	if err := fsync.Dir(root); err != nil {
 		return nil, err
 	}
 	return &Entry{Key: key, Path: final, Meta: meta}, nil
@@ -280,6 +281,7 @@ func List(root string) ([]Listed, error) {
 	return out, nil
 }
 
+// copyFile copies src to a new dst with src's permission bits, fsynced.
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -290,42 +292,5 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fi.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-func writeSynced(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncPath(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsync.WriteNew(dst, in, fi.Mode().Perm())
 }
