@@ -2,7 +2,6 @@ package kcache
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/fsync"
 	"github.com/kcache/kcache/lock"
+	"github.com/kcache/kcache/migrate"
 	"golang.org/x/sys/unix"
 )
 
@@ -208,79 +208,16 @@ func linkOrCopy(src, dst string) (linked bool, err error) {
 	return false, os.Chmod(dst, fi.Mode().Perm())
 }
 
-// ktstrMetadata is ktstr's metadata.json: fields in ktstr's order, every
-// optional one present (null when unset).
-type ktstrMetadata struct {
-	Version                *string     `json:"version"`
-	Source                 ktstrSource `json:"source"`
-	Arch                   string      `json:"arch"`
-	ImageName              string      `json:"image_name"`
-	ConfigHash             *string     `json:"config_hash"`
-	BuiltAt                string      `json:"built_at"`
-	KtstrKconfigHash       *string     `json:"ktstr_kconfig_hash"`
-	HasVmlinux             bool        `json:"has_vmlinux"`
-	VmlinuxStripped        bool        `json:"vmlinux_stripped"`
-	SourceVmlinuxSize      *uint64     `json:"source_vmlinux_size"`
-	SourceVmlinuxMtimeSecs *int64      `json:"source_vmlinux_mtime_secs"`
-}
-
-// ktstrSource is ktstr's internally tagged source: "type" first, then every
-// payload key of the variant in ktstr's order, null when unset.
-type ktstrSource index.Source
-
-func (s ktstrSource) MarshalJSON() ([]byte, error) {
-	var v any
-	switch s.Type {
-	case "tarball":
-		v = struct {
-			Type string `json:"type"`
-		}{s.Type}
-	case "git":
-		v = struct {
-			Type    string  `json:"type"`
-			GitHash *string `json:"git_hash"`
-			Ref     *string `json:"ref"`
-		}{s.Type, s.GitHash, s.Ref}
-	case "local":
-		v = struct {
-			Type           string  `json:"type"`
-			SourceTreePath *string `json:"source_tree_path"`
-			GitHash        *string `json:"git_hash"`
-		}{s.Type, s.SourceTreePath, s.GitHash}
-	default:
-		return nil, fmt.Errorf("source type %q is not one of tarball, git, local", s.Type)
-	}
-	return marshalNoHTMLEscape(v, "")
-}
-
-// MarshalKtstrMetadata returns rec as ktstr writes metadata.json: pretty
-// printed with a 2-space indent, keys in ktstr's order, every optional key
-// present (null when unset), no trailing newline. kcache's kconfig_hash is
-// ktstr's ktstr_kconfig_hash; the fields kcache adds (digests, build ID,
-// stored_at, ...) have no place in it and are left out.
+// MarshalKtstrMetadata returns rec as ktstr writes metadata.json (see
+// migrate.MarshalMetadata). kcache's kconfig_hash is ktstr's
+// ktstr_kconfig_hash; the fields kcache adds (digests, build ID, stored_at,
+// ...) have no place in it and are left out.
 func MarshalKtstrMetadata(rec *index.Record) ([]byte, error) {
-	m := ktstrMetadata{
-		Version: rec.Version, Source: ktstrSource(rec.Source), Arch: rec.Arch,
+	return migrate.MarshalMetadata(&migrate.Metadata{
+		Version: rec.Version, Source: migrate.Source(rec.Source), Arch: rec.Arch,
 		ImageName: rec.ImageName, ConfigHash: rec.ConfigHash, BuiltAt: rec.BuiltAt,
 		KtstrKconfigHash: rec.KconfigHash, HasVmlinux: rec.HasVmlinux,
 		VmlinuxStripped:   rec.HasVmlinux && rec.VmlinuxStripped,
 		SourceVmlinuxSize: rec.SourceVmlinuxSize, SourceVmlinuxMtimeSecs: rec.SourceVmlinuxMtimeSecs,
-	}
-	return marshalNoHTMLEscape(m, "  ")
-}
-
-// marshalNoHTMLEscape is json.Marshal(Indent) without escaping <, > and &
-// (ktstr's serde_json writes them as they are) and without the encoder's
-// trailing newline.
-func marshalNoHTMLEscape(v any, indent string) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if indent != "" {
-		enc.SetIndent("", indent)
-	}
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	})
 }
