@@ -129,11 +129,7 @@ func (j *listJSONWriter) appendEntry(b []byte, e *kcache.Entry) []byte {
 		b = append(b, ",\n      \"vmlinux_path\": null,\n      \"vmlinux_sha256\": null,\n      \"vmlinux_size\": null"...)
 	}
 	b = append(b, ",\n      \"vmlinux_original_size\": "...)
-	if p := e.VmlinuxOriginalSize; p != nil {
-		b = strconv.AppendInt(b, *p, 10)
-	} else {
-		b = append(b, "null"...)
-	}
+	b = appendIntPtr(b, e.VmlinuxOriginalSize)
 	b = append(b, ",\n      \"build_id\": "...)
 	b = appendJSONStringPtr(b, e.BuildID)
 	b = append(b, ",\n      \"config_hz\": "...)
@@ -141,11 +137,7 @@ func (j *listJSONWriter) appendEntry(b []byte, e *kcache.Entry) []byte {
 	b = append(b, ",\n      \"source_vmlinux_size\": "...)
 	b = appendUintPtr(b, e.SourceVmlinuxSize)
 	b = append(b, ",\n      \"source_vmlinux_mtime_secs\": "...)
-	if p := e.SourceVmlinuxMtimeSecs; p != nil {
-		b = strconv.AppendInt(b, *p, 10)
-	} else {
-		b = append(b, "null"...)
-	}
+	b = appendIntPtr(b, e.SourceVmlinuxMtimeSecs)
 	b = append(b, ",\n      \"stored_at\": "...)
 	b = appendJSONString(b, e.StoredAt)
 	b = append(b, ",\n      \"last_used\": "...)
@@ -170,6 +162,13 @@ func appendUintPtr(b []byte, p *uint64) []byte {
 		return append(b, "null"...)
 	}
 	return strconv.AppendUint(b, *p, 10)
+}
+
+func appendIntPtr(b []byte, p *int64) []byte {
+	if p == nil {
+		return append(b, "null"...)
+	}
+	return strconv.AppendInt(b, *p, 10)
 }
 
 func appendJSONStringPtr(b []byte, p *string) []byte {
