@@ -161,23 +161,31 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 		}
 		failpoint.Hit(failpoint.StoreAfterVmlinux)
 	}
-	manifest, err := index.EncodeManifest(rec)
-	if err != nil {
+	if err := c.writeManifest(st, rec); err != nil {
 		return nil, err
-	}
-	w, err := c.blobs.NewWriter(st.dir)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(manifest); err != nil {
-		w.Abort()
-		return nil, fmt.Errorf("write manifest: %w", err)
-	}
-	if rec.Manifest.Digest, rec.Manifest.Size, err = w.Commit(); err != nil {
-		return nil, fmt.Errorf("write manifest: %w", err)
 	}
 	failpoint.Hit(failpoint.StoreAfterManifest)
 	return rec, nil
+}
+
+// writeManifest stores rec's manifest blob and records its digest in rec.
+func (c *Cache) writeManifest(st *staging, rec *index.Record) error {
+	manifest, err := index.EncodeManifest(rec)
+	if err != nil {
+		return err
+	}
+	w, err := c.blobs.NewWriter(st.dir)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(manifest); err != nil {
+		w.Abort()
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	if rec.Manifest.Digest, rec.Manifest.Size, err = w.Commit(); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	return nil
 }
 
 func (c *Cache) ingestFile(st *staging, f *os.File) (index.Blob, error) {

@@ -120,6 +120,10 @@ func (w *Writer) Write(p []byte) (int, error) {
 // Size returns how many bytes have been written so far.
 func (w *Writer) Size() int64 { return w.n }
 
+// Digest returns the sha256 (hex) of the bytes written so far, so that a
+// caller expecting particular content can check it before Commit.
+func (w *Writer) Digest() string { return hex.EncodeToString(w.h.Sum(nil)) }
+
 // Commit makes the blob durable and visible and returns its digest and size.
 func (w *Writer) Commit() (digest string, size int64, err error) {
 	if w.done {

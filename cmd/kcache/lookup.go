@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/kcache/kcache"
@@ -10,6 +11,7 @@ import (
 func newLookupCmd(a *app) *cobra.Command {
 	var asJSON bool
 	var buildID string
+	var rf remoteFlags
 	cmd := &cobra.Command{
 		Use:   "lookup KEY | --build-id HEX",
 		Short: "Print the paths of a cached kernel's image and vmlinux",
@@ -21,13 +23,19 @@ under 'kcache run KEY -- ...'.
 With --build-id, the entry is found by its vmlinux's GNU build ID (the newest
 if several entries share it).
 
+With --remote, a KEY that is not cached is pulled from the remote first
+(see 'kcache pull'); a remote that fails is a warning and the lookup a miss.
+
 Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 {"key", "error", "error_kind"} is printed first).`,
 		Args: args(func(cmd *cobra.Command, argv []string) error {
 			if buildID != "" {
 				return cobra.NoArgs(cmd, argv)
 			}
-			return cobra.ExactArgs(1)(cmd, argv)
+			if err := cobra.ExactArgs(1)(cmd, argv); err != nil {
+				return err
+			}
+			return checkKeyArgs(argv)
 		}),
 		ValidArgsFunction: completeKeys(a),
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -36,10 +44,17 @@ Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 				return err
 			}
 			var e *kcache.Entry
-			if buildID != "" {
+			switch {
+			case buildID != "":
 				e, err = c.LookupBuildID(buildID)
-			} else {
+			case cmd.Flags().Changed("remote"):
+				e, err = lookupRemote(cmd.Context(), a, c, &rf, argv[0])
+			default:
 				e, err = c.Lookup(argv[0])
+			}
+			var ec *exitCodeError
+			if errors.As(err, &ec) { // the helper answered (and printed)
+				return err
 			}
 			if err != nil {
 				return reportEntryErr(a, asJSON, err)
@@ -59,6 +74,7 @@ Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the entry as JSON (the list schema)")
+	rf.add(cmd, "on a miss, pull KEY from the remote: bare --remote uses $KCACHE_REMOTE, --remote=s3://BUCKET/PREFIX names one")
 	cmd.Flags().StringVar(&buildID, "build-id", "", "find the entry whose vmlinux has this GNU build ID (hex) instead of naming KEY")
 	return cmd
 }

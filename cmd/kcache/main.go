@@ -48,6 +48,7 @@ func (e *exitCodeError) Unwrap() error { return e.err }
 
 // app is the state shared by every command of one invocation.
 type app struct {
+	args         []string // as given, for the kcache-remote helper (delegate)
 	root         string
 	indexTimeout time.Duration
 	lockTimeout  time.Duration // store's wait for the entry lock; 0: the default
@@ -71,7 +72,7 @@ func main() {
 
 // run executes one kcache invocation and returns its exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr}
+	a := &app{args: args, stdout: stdout, stderr: stderr}
 	cmd := newRootCmd(a)
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
@@ -144,6 +145,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 in use.`,
 		newCleanCmd(a), newGcCmd(a), newVerifyCmd(a), newDoctorCmd(a), newStatsCmd(a),
 		newExportCmd(a),
 		newMigrateCmd(a),
+		newPushCmd(a), newPullCmd(a), newRemoteCmd(a),
 	)
 	return root
 }

@@ -53,6 +53,12 @@ const (
 	// UpgradeAfterBackup (migrate/schema.go): index.db.v<N>.bak is written,
 	// the upgrade step has not run.
 	UpgradeAfterBackup = "upgrade.after-backup"
+	// Pull (pull.go): the first bytes of a downloaded blob are staged; every
+	// blob is in blobs/ and the key's lock is not taken yet; inside the
+	// index transaction that installs the entry, before it commits.
+	PullMidBlob      = "pull.mid-blob"
+	PullAfterBlobs   = "pull.after-blobs"
+	PullBeforeCommit = "pull.before-commit"
 )
 
 // All lists every failpoint.
@@ -60,6 +66,7 @@ var All = []string{
 	StoreAfterStaging, StoreAfterImage, StoreAfterVmlinux, StoreAfterManifest,
 	StoreBeforeCommit, StoreBeforeUnstage, UpdateAfterCommit, ReleaseAfterFirstUnlink,
 	SweepAfterOrphanUnlink, MigrateBetweenEntries, RebuildBeforeSwap, UpgradeAfterBackup,
+	PullMidBlob, PullAfterBlobs, PullBeforeCommit,
 }
 
 // Names is the registry of failpoint names; it is All.

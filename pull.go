@@ -1,0 +1,234 @@
+package kcache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"time"
+
+	"github.com/kcache/kcache/blobstore"
+	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
+	"github.com/kcache/kcache/lock"
+	"github.com/kcache/kcache/remote"
+)
+
+// Pull installs key's entry from the remote into the local cache, replacing
+// a local entry with other content (like Store). An entry whose local copy
+// already matches is left alone (UpToDate). A key the remote does not have
+// is an error matching remote.ErrNotFound.
+//
+// Blobs the local cache already has are not downloaded; every other blob is
+// staged, checked against its digest and size, and only then renamed into
+// blobs/. The key's lock is taken only for the short install (manifest blob
+// and one index transaction), so harnesses using an older entry under the key
+// are not held up by a slow download. A pull killed at any point leaves no
+// partial entry: the blobs it finished are kept (unreferenced, reclaimed by
+// the sweep after its grace period unless a later pull uses them, which is
+// what makes a re-run download only what is missing).
+func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt TransferOptions) (*TransferReport, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if c.opt.ReadOnly {
+		return nil, fmt.Errorf("pull %q: %w", key, ErrReadOnly)
+	}
+	rec, err := fetchManifest(ctx, r, key)
+	if err != nil {
+		return nil, fmt.Errorf("pull %q: %w", key, err)
+	}
+	rep := &TransferReport{Key: key, Remote: r.String(), Blobs: entryBlobs(rec)}
+	if c.matchesLocal(rec) {
+		rep.UpToDate = true
+		return rep, nil
+	}
+	st, err := c.newStaging()
+	if err != nil {
+		return rep, fmt.Errorf("pull %q: %w", key, err)
+	}
+	defer func() {
+		if err := st.remove(); err != nil {
+			c.warnf("%v (the next store sweeps it)", err)
+		}
+	}()
+	// As in Store: a blob found locally may be released by a concurrent rm
+	// or gc before the install references it; then it is fetched again.
+	deadline := time.Now().Add(index.DyingAbandonAfter + 5*time.Second)
+	for attempt := 1; ; attempt++ {
+		for i := range rep.Blobs {
+			n, err := c.fetchBlob(ctx, r, st, key, &rep.Blobs[i], opt)
+			if err != nil {
+				return rep, fmt.Errorf("pull %q: %w", key, err)
+			}
+			rep.Bytes += n
+		}
+		failpoint.Hit(failpoint.PullAfterBlobs)
+		err := c.install(ctx, st, rec)
+		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) && time.Now().Before(deadline) {
+			time.Sleep(min(time.Duration(attempt)*20*time.Millisecond, 500*time.Millisecond))
+			continue
+		}
+		if err != nil {
+			return rep, fmt.Errorf("pull %q: %w", key, err)
+		}
+		return rep, nil
+	}
+}
+
+// fetchManifest reads and checks key's manifest object.
+func fetchManifest(ctx context.Context, r remote.Remote, key string) (*index.Record, error) {
+	name := remote.ManifestName(key)
+	body, _, err := r.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	data, err := io.ReadAll(io.LimitReader(body, remote.MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s/%s is not a usable kcache manifest: %s", r, name, fmt.Sprintf(format, args...))
+	}
+	if len(data) > remote.MaxManifestSize {
+		return nil, bad("larger than %d bytes", remote.MaxManifestSize)
+	}
+	rec, err := index.DecodeManifest(data)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	switch {
+	case rec.Key != key:
+		return nil, bad("it describes key %q", rec.Key)
+	case !blobstore.ValidDigest(rec.Image.Digest) || rec.Vmlinux != nil && !blobstore.ValidDigest(rec.Vmlinux.Digest):
+		return nil, bad("a blob digest is not 64 lowercase hex digits")
+	}
+	if err := ValidateImageName(rec.ImageName); err != nil {
+		return nil, bad("%v", err)
+	}
+	meta := Metadata{Version: rec.Version, Source: rec.Source, Arch: rec.Arch, ImageName: rec.ImageName,
+		ConfigHash: rec.ConfigHash, BuiltAt: rec.BuiltAt, KconfigHash: rec.KconfigHash,
+		SourceVmlinuxSize: rec.SourceVmlinuxSize, SourceVmlinuxMtimeSecs: rec.SourceVmlinuxMtimeSecs}
+	if _, err := meta.check(); err != nil {
+		return nil, bad("%v", err)
+	}
+	rec.Migrated, rec.LastUsed, rec.Corrupt, rec.Manifest = nil, "", nil, index.Blob{}
+	return rec, nil
+}
+
+// matchesLocal reports whether the usable local entry under want's key has
+// the same blobs and metadata as want. stored_at differs by design (each
+// cache records when the entry reached it) and is not compared.
+func (c *Cache) matchesLocal(want *index.Record) bool {
+	e, err := c.Describe(want.Key)
+	if err != nil {
+		return false
+	}
+	local, remote := e.Record, *want
+	scrubForRemote(&local)
+	local.StoredAt, remote.StoredAt = "", ""
+	a, err1 := index.EncodeManifest(&local)
+	b, err2 := index.EncodeManifest(&remote)
+	return err1 == nil && err2 == nil && bytes.Equal(a, b)
+}
+
+// fetchBlob makes b present in blobs/: nothing to do when it already is
+// (with its size), else it downloads the object into the staging directory,
+// checks size and digest, and commits it. It returns the bytes downloaded.
+func (c *Cache) fetchBlob(ctx context.Context, r remote.Remote, st *staging, key string, b *BlobTransfer, opt TransferOptions) (int64, error) {
+	if n, err := c.blobs.Stat(b.Digest); err == nil && n == b.Size {
+		return 0, nil
+	}
+	name := remote.BlobName(b.Digest)
+	body, obj, err := r.Get(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	where := fmt.Sprintf("%s/%s", r, name)
+	if obj.Size != b.Size {
+		return 0, fmt.Errorf("%s is %d bytes, the manifest says %d; nothing installed", where, obj.Size, b.Size)
+	}
+	w, err := c.blobs.NewWriter(st.dir)
+	if err != nil {
+		return 0, err
+	}
+	src := newProgressReader(io.LimitReader(body, b.Size+1), opt.Progress,
+		TransferProgress{Key: key, Role: b.Role, Object: name, Total: b.Size})
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			if _, err := w.Write(buf[:m]); err != nil {
+				w.Abort()
+				return n, err
+			}
+			n += int64(m)
+			failpoint.Hit(failpoint.PullMidBlob)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			w.Abort()
+			return n, rerr
+		}
+	}
+	if n != b.Size {
+		w.Abort()
+		return n, fmt.Errorf("%s: got %d bytes, want %d; nothing installed", where, n, b.Size)
+	}
+	if got := w.Digest(); got != b.Digest {
+		w.Abort()
+		return n, fmt.Errorf("%s: digest mismatch: the bytes have sha256 %s; the object is damaged on the server; nothing installed", where, got)
+	}
+	if _, _, err := w.Commit(); err != nil {
+		return n, err
+	}
+	b.Transferred = true
+	return n, nil
+}
+
+// install records rec as key's entry under the key's exclusive lock: its
+// manifest blob (stored_at is now: when the entry reached this cache), then
+// one index transaction. A pin on the key is kept.
+func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record) error {
+	l, err := c.acquire(ctx, rec.Key, lock.Exclusive, c.opt.StoreLockTimeout)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	rec.StoredAt = time.Now().UTC().Format(time.RFC3339Nano)
+	if err := c.writeManifest(st, rec); err != nil {
+		return err
+	}
+	return c.update(func(tx *index.Tx) ([]string, error) {
+		released, err := tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+		failpoint.Hit(failpoint.PullBeforeCommit)
+		return released, err
+	})
+}
+
+// LookupRemote is Lookup that, when key has no local entry, pulls it from r
+// and looks it up again. Failures of the remote are warnings (on
+// Options.Warn) and leave the miss; a key the remote lacks is a quiet miss.
+// A corrupt local entry is reported as such, not replaced. r may be nil.
+func (c *Cache) LookupRemote(ctx context.Context, r remote.Remote, key string) (*Entry, error) {
+	e, err := c.lookup(key)
+	var nf *NotFoundError
+	if r != nil && errors.As(err, &nf) {
+		_, perr := c.Pull(ctx, r, key, TransferOptions{})
+		switch {
+		case perr == nil:
+			e, err = c.lookup(key)
+		case !errors.Is(perr, remote.ErrNotFound):
+			c.warnf("%v (answering from the local cache)", perr)
+		}
+	}
+	c.countLookup(err)
+	return e, err
+}
