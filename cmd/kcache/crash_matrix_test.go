@@ -24,6 +24,7 @@ import (
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/internal/ktstrfixture"
+	"github.com/kcache/kcache/internal/s3test"
 )
 
 // The crash tests kill a real kcache process (this test binary run as the
@@ -425,6 +426,28 @@ func TestCrashMatrix(t *testing.T) {
 		crashCase{name: "upgrade", point: failpoint.UpgradeAfterBackup, argv: []string{"list"}, want: "old",
 			prepare: func(t *testing.T, root string) []string { setSchema(t, root, 1); return nil }},
 	)
+	// A pull of a key the cache does not have, killed while downloading,
+	// with every blob in place, and inside its install transaction: the
+	// entry must not appear. Each case starts its own S3 server.
+	pullable := func(t *testing.T, _ string) []string {
+		srv := s3test.Start(t)
+		for _, kv := range srv.Env("") {
+			k, v, _ := strings.Cut(kv, "=")
+			t.Setenv(k, v)
+		}
+		src := t.TempDir()
+		cliOK(t, src, "store", "p", "--image", in.image(t, "p", 300000), "--vmlinux", crashVmlinuxes[3])
+		cliOK(t, src, "push", "p")
+		return []string{"pull", "p"}
+	}
+	for _, point := range []string{failpoint.PullMidBlob, failpoint.PullAfterBlobs, failpoint.PullBeforeCommit} {
+		if !s3test.Available() {
+			t.Logf("%s: no S3 server to pull from (versitygw not installed); not tested", point)
+			cases = append(cases, crashCase{name: "skip", point: point})
+			continue
+		}
+		cases = append(cases, crashCase{name: "pull", point: point, prepare: pullable, want: "old"})
+	}
 
 	covered := map[string]bool{}
 	for _, c := range cases {
@@ -442,6 +465,9 @@ func TestCrashMatrix(t *testing.T) {
 	}
 
 	for _, c := range cases {
+		if c.name == "skip" {
+			continue
+		}
 		t.Run(c.point+"/"+c.name, func(t *testing.T) {
 			root := t.TempDir()
 			crashBase(t, in, root)

@@ -55,6 +55,13 @@ func Binary() string {
 	return ""
 }
 
+// Available reports whether Start would run a server rather than skip: a
+// server is configured or installed, or CI requires one (then Start fails
+// loudly if it is missing).
+func Available() bool {
+	return os.Getenv("KCACHE_TEST_S3") != "" || Binary() != "" || os.Getenv("CI") == "true"
+}
+
 // Start returns a server with a fresh, empty bucket.
 func Start(t testing.TB) *Server {
 	t.Helper()
