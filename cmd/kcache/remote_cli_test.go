@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/internal/s3test"
@@ -334,5 +336,42 @@ func TestCLIRemoteThroughHelper(t *testing.T) {
 	// A local hit never needs it.
 	if _, stderr, code := run(a, []string{"PATH=/usr/bin:/bin"}, "lookup", "--remote", "k"); code != 0 {
 		t.Errorf("lookup --remote of a local key without the helper: exit %d %s", code, stderr)
+	}
+}
+
+// On a terminal, push and pull draw progress on stderr; elsewhere they
+// print nothing there.
+func TestCLITransferProgressOnATerminal(t *testing.T) {
+	srv := s3test.Start(t)
+	root := t.TempDir()
+	cliOK(t, root, "store", "k", "--image", cliSampleImage, "--vmlinux", cliSampleVmlinux)
+	master, slave := openPTY(t)
+	var drawn bytes.Buffer
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(&drawn, master); close(done) }()
+	cmd := kcacheCmd(t, root, "push", "k")
+	cmd.Env = append(cmd.Env, srv.Env("tty")...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, slave
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("push on a terminal: %v", err)
+	}
+	slave.Close() // the master reads EIO once no slave is open
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("terminal output never ended")
+	}
+	for _, want := range []string{"push k: image", "push k: vmlinux", "\r"} {
+		if !strings.Contains(drawn.String(), want) {
+			t.Errorf("terminal shows %q, missing %q", drawn.String(), want)
+		}
+	}
+	if !strings.Contains(out.String(), "pushed k") {
+		t.Errorf("stdout %q", out.String())
+	}
+	b := t.TempDir()
+	if _, stderr, code := remoteRun(t, srv, b, nil, "pull", "--remote="+srv.URL("tty"), "k"); code != 0 || stderr != "" {
+		t.Errorf("pull without a terminal: exit %d, stderr %q (want none)", code, stderr)
 	}
 }
