@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/lock"
@@ -141,7 +142,9 @@ func openInput(role, path string) (*os.File, error) {
 }
 
 // ingest copies the inputs and the manifest into blobs and returns the record
-// that references them.
+// that references them. The three blobs are staged first and committed
+// together (blobstore.CommitAll: their fsyncs share journal commits), then
+// the failpoints of each blob's installation are passed in order.
 func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated) (*index.Record, error) {
 	rec := &index.Record{
 		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
@@ -150,37 +153,66 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 		SourceVmlinuxMtimeSecs: meta.SourceVmlinuxMtimeSecs, ConfigHZ: meta.ConfigHZ,
 		StoredAt: time.Now().UTC().Format(time.RFC3339Nano), Migrated: mig,
 	}
-	var err error
-	if rec.Image, err = c.ingestFile(st, image); err != nil {
+	var ws []*blobstore.Writer
+	defer func() {
+		for _, w := range ws {
+			w.Abort() // a no-op once committed
+		}
+	}()
+	iw, err := c.stageFile(st, image)
+	if err != nil {
 		return nil, fmt.Errorf("copy kernel image to cache: %w", err)
 	}
-	failpoint.Hit(failpoint.StoreAfterImage)
+	ws = append(ws, iw)
+	rec.Image = index.Blob{Digest: iw.Digest(), Size: iw.Size()}
+	points := []string{failpoint.StoreAfterImage}
 	if vmlinux != nil {
-		if err := c.ingestVmlinux(st, vmlinux, rec); err != nil {
+		vw, err := c.stageVmlinux(st, vmlinux, rec)
+		if vw != nil {
+			ws = append(ws, vw)
+		}
+		if err != nil {
 			return nil, err
 		}
-		failpoint.Hit(failpoint.StoreAfterVmlinux)
+		points = append(points, failpoint.StoreAfterVmlinux)
 	}
-	if err := c.writeManifest(st, rec); err != nil {
+	mw, err := c.stageManifest(st, rec)
+	if err != nil {
 		return nil, err
 	}
-	failpoint.Hit(failpoint.StoreAfterManifest)
+	ws = append(ws, mw)
+	points = append(points, failpoint.StoreAfterManifest)
+	bs, err := c.blobs.CommitAll(ws, func(i int) { failpoint.Hit(points[i]) })
+	if err != nil {
+		return nil, fmt.Errorf("install blobs: %w", err)
+	}
+	rec.Manifest.Digest, rec.Manifest.Size = bs[len(bs)-1].Digest, bs[len(bs)-1].Size
 	return rec, nil
 }
 
-// writeManifest stores rec's manifest blob and records its digest in rec.
-func (c *Cache) writeManifest(st *staging, rec *index.Record) error {
+// stageManifest stages rec's manifest blob.
+func (c *Cache) stageManifest(st *staging, rec *index.Record) (*blobstore.Writer, error) {
 	manifest, err := index.EncodeManifest(rec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w, err := c.blobs.NewWriter(st.dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := w.Write(manifest); err != nil {
 		w.Abort()
-		return fmt.Errorf("write manifest: %w", err)
+		return nil, fmt.Errorf("write manifest: %w", err)
+	}
+	return w, nil
+}
+
+// writeManifest stores rec's manifest blob on its own (Pull, whose other
+// blobs are in place already) and records its digest in rec.
+func (c *Cache) writeManifest(st *staging, rec *index.Record) error {
+	w, err := c.stageManifest(st, rec)
+	if err != nil {
+		return err
 	}
 	if rec.Manifest.Digest, rec.Manifest.Size, err = w.Commit(); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
@@ -188,63 +220,76 @@ func (c *Cache) writeManifest(st *staging, rec *index.Record) error {
 	return nil
 }
 
-func (c *Cache) ingestFile(st *staging, f *os.File) (index.Blob, error) {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return index.Blob{}, fmt.Errorf("rewind %s: %w", f.Name(), err)
-	}
-	d, n, err := c.blobs.Ingest(st.dir, f)
+// stageFile copies f from its start into a staged blob writer.
+func (c *Cache) stageFile(st *staging, f *os.File) (*blobstore.Writer, error) {
+	w, err := c.blobs.NewWriter(st.dir)
 	if err != nil {
-		return index.Blob{}, fmt.Errorf("%s: %w", f.Name(), err)
+		return nil, err
 	}
-	return index.Blob{Digest: d, Size: n}, nil
+	if err := copyFrom(w, f); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return w, nil
 }
 
-// ingestVmlinux strips the vmlinux straight into a blob (the stripped
+// copyFrom copies f from its start into w.
+func copyFrom(w *blobstore.Writer, f *os.File) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("rewind %s: %w", f.Name(), err)
+	}
+	if _, err := io.Copy(w, f); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// stageVmlinux strips the vmlinux straight into a staged blob (the stripped
 // output is small and built in memory; there is no full-size temporary
-// copy). If stripping fails it stores the raw bytes with
-// vmlinux_stripped=false and warns. It records the build ID and CONFIG_HZ
-// when the kernel carries them.
-func (c *Cache) ingestVmlinux(st *staging, f *os.File, rec *index.Record) error {
+// copy). If stripping fails it stages the raw bytes instead, in the same
+// staged file, with vmlinux_stripped=false, and warns. It records the
+// build ID and CONFIG_HZ when the kernel carries them. The record's Vmlinux
+// is the staged blob's digest and size; the caller commits the writer (and
+// aborts it, when not nil, on error).
+func (c *Cache) stageVmlinux(st *staging, f *os.File, rec *index.Record) (*blobstore.Writer, error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("stat vmlinux: %w", err)
+		return nil, fmt.Errorf("stat vmlinux: %w", err)
 	}
 	size := fi.Size()
 	rec.VmlinuxOriginalSize, rec.HasVmlinux = &size, true
 	var config string
 	w, err := c.blobs.NewWriter(st.dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res, stripErr := strip.Strip(f, size, w)
 	if stripErr == nil {
-		d, n, err := w.Commit()
-		if err != nil {
-			return fmt.Errorf("store stripped vmlinux: %w", err)
-		}
-		rec.Vmlinux, rec.VmlinuxStripped = &index.Blob{Digest: d, Size: n}, true
+		rec.VmlinuxStripped = true
 		config = res.IKConfig
 		if res.BuildID != "" {
 			rec.BuildID = &res.BuildID
 		}
 	} else {
-		w.Abort()
 		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), which shows as vmlinux_stripped=false in `kcache list --json`",
 			rec.Key, f.Name(), stripErr, size)
-		b, err := c.ingestFile(st, f)
-		if err != nil {
-			return fmt.Errorf("copy vmlinux to cache: %w", err)
+		if err := w.Reset(); err != nil {
+			return w, fmt.Errorf("copy vmlinux to cache: %w", err)
 		}
-		rec.Vmlinux, rec.VmlinuxStripped = &b, false
+		if err := copyFrom(w, f); err != nil {
+			return w, fmt.Errorf("copy vmlinux to cache: %w", err)
+		}
+		rec.VmlinuxStripped = false
 		if id, err := strip.BuildID(f, size); err == nil && id != "" {
 			rec.BuildID = &id
 		}
 		config, _ = strip.IKConfigELF(f, size)
 	}
+	rec.Vmlinux = &index.Blob{Digest: w.Digest(), Size: w.Size()}
 	if v, ok := strip.ConfigValue(config, "HZ"); ok { // the kernel's own config wins
 		if hz, err := strconv.ParseUint(v, 10, 64); err == nil {
 			rec.ConfigHZ = &hz
 		}
 	}
-	return nil
+	return w, nil
 }

@@ -2,8 +2,10 @@
 # Store throughput (issue 7):
 #  1. small entries: N stores (default 300) of a 4 KiB image + 16 KiB vmlinux,
 #     each pair distinct, into a fresh cache root, fsyncs on as always, through
-#     N `kcache store` processes (a shell loop) and through the library in one
-#     process (bench/storebench); entries/s = N / wall time of the N stores.
+#     N `kcache store` processes (a shell loop), through one `kcache store
+#     --batch` process reading the N lines from a file, and through the library
+#     in one process (bench/storebench); entries/s = N / wall time of the N
+#     stores.
 #  2. the real Debian kernel from bench/fetch-kernel.sh (bzImage + 560 MiB
 #     debug vmlinux, strip included) into a fresh root, against the work a
 #     user's script does today: `objcopy --strip-debug VMLINUX OUT && cp
@@ -15,7 +17,8 @@
 # rounds. Before every timed run, untimed: the previous output is removed and
 # `sync` flushes dirty pages. kcache is built with CGO_ENABLED=0 (see
 # bench/lookup.sh); SKIP_KERNEL=1 skips part 2. Exit 1 if a target is missed:
-# small-entry stores >= 200 entries/s (CLI and library), real-kernel store
+# small-entry stores >= 200 entries/s (CLI processes, batch CLI and library),
+# real-kernel store
 # faster than objcopy+cp.
 set -euo pipefail
 export LC_ALL=C
@@ -46,17 +49,28 @@ cli_round() {
 	t1=$(now)
 	echo "cli $((t1 - t0))" >>"$tmp/samples"
 }
+batch_round() {
+	rm -rf "$tmp/root"; sync
+	local t0 t1
+	t0=$(now)
+	"$K" --root "$tmp/root" store --batch --image-name bzImage <"$tmp/batch.in" >/dev/null 2>&1
+	t1=$(now)
+	echo "batch $((t1 - t0))" >>"$tmp/samples"
+}
+for ((i = 0; i < n; i++)); do
+	echo "bench-$i $tmp/in/image.$i $tmp/in/vmlinux.$i"
+done >"$tmp/batch.in"
 lib_round() {
 	rm -rf "$tmp/root"; sync
 	local s
 	s=$("$tmp/storebench" lib "$tmp/root" "$tmp/in" "$n")
 	echo "lib $(awk -v s="$s" 'BEGIN { printf "%d", s * 1e6 }')" >>"$tmp/samples"
 }
-log "small entries: $rounds rounds of $n stores (CLI, library)"
-lib_round; cli_round # warm-up, untimed
+log "small entries: $rounds rounds of $n stores (CLI processes, CLI --batch, library)"
+lib_round; batch_round; cli_round # warm-up, untimed
 : >"$tmp/samples"
 for ((r = 0; r < rounds; r++)); do
-	if ((r % 2)); then lib_round; cli_round; else cli_round; lib_round; fi
+	if ((r % 2)); then lib_round; batch_round; cli_round; else cli_round; batch_round; lib_round; fi
 done
 
 if [ "${SKIP_KERNEL:-0}" != 1 ]; then
@@ -95,9 +109,13 @@ echo
 echo "| small-entry store ($n × 4 KiB image + 16 KiB vmlinux, fsync on) | median wall ms for $n | min–max ms | entries/s | ms/store |"
 echo "|---|---:|---:|---:|---:|"
 fails=0
-for t in cli lib; do
+for t in cli batch lib; do
 	m=$(med $t)
-	name='`kcache store` processes (shell loop)'; [ $t = lib ] && name='library, one process (`Cache.Store`)'
+	case $t in
+	cli) name='`kcache store` processes (shell loop)' ;;
+	batch) name='`kcache store --batch`, one process' ;;
+	lib) name='library, one process (`Cache.Store`)' ;;
+	esac
 	awk -v m="$m" -v n="$n" -v name="$name" -v r="$(rng $t)" 'BEGIN { printf "| %s | %.1f | %s | %.0f | %.2f |\n", name, m / 1000, r, n / (m / 1e6), m / 1000 / n }'
 	ok=$(awk -v m="$m" -v n="$n" 'BEGIN { print (n / (m / 1e6) >= 200) ? 1 : 0 }')
 	eval "ok_$t=$ok"
@@ -114,6 +132,7 @@ fi
 echo
 check() { if [ "$2" = 1 ]; then echo "PASS  $1"; else echo "FAIL  $1"; fails=$((fails + 1)); fi; }
 check "kcache store processes >= 200 entries/s" "$ok_cli"
+check "kcache store --batch >= 200 entries/s" "$ok_batch"
 check "library Store >= 200 entries/s" "$ok_lib"
 [ "${SKIP_KERNEL:-0}" != 1 ] && check "real-kernel kcache store faster than objcopy --strip-debug + cp" "$((ks < oc))"
 [ "$fails" = 0 ]

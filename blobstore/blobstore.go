@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/internal/fsync"
+	"golang.org/x/sys/unix"
 )
 
 // Store is a blob directory.
@@ -120,57 +121,130 @@ func (w *Writer) Write(p []byte) (int, error) {
 // Size returns how many bytes have been written so far.
 func (w *Writer) Size() int64 { return w.n }
 
-// Digest returns the sha256 (hex) of the bytes written so far, so that a
-// caller expecting particular content can check it before Commit.
-func (w *Writer) Digest() string { return hex.EncodeToString(w.h.Sum(nil)) }
-
 // Commit makes the blob durable and visible and returns its digest and size.
 func (w *Writer) Commit() (digest string, size int64, err error) {
 	if w.done {
 		return "", 0, errors.New("blob writer already finished")
 	}
-	w.done = true
-	tmp := w.f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := w.f.Chmod(0o444); err != nil {
-		w.f.Close()
-		return "", 0, fmt.Errorf("chmod staged blob %s: %w", tmp, err)
-	}
-	if err := w.f.Sync(); err != nil {
-		w.f.Close()
-		return "", 0, fmt.Errorf("fsync staged blob %s: %w", tmp, err)
-	}
-	if err := w.f.Close(); err != nil {
-		return "", 0, fmt.Errorf("close staged blob %s: %w", tmp, err)
-	}
-	digest = hex.EncodeToString(w.h.Sum(nil))
-	final := w.s.Path(digest)
-	// Lstat, and only a regular file counts: a symlink planted at the
-	// blob path is replaced by the rename below, never trusted or touched.
-	if fi, err := os.Lstat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == w.n {
-		// Already stored: identical content by construction. Refresh its
-		// time so a sweep's grace period counts from this use, not from
-		// when an earlier, perhaps orphaned, copy was written.
-		now := time.Now()
-		_ = os.Chtimes(final, now, now)
-		return digest, w.n, nil
-	}
-	sub := filepath.Dir(final)
-	if _, err := os.Stat(sub); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(sub, 0o755); err != nil {
-			return "", 0, fmt.Errorf("create blob directory %s: %w", sub, err)
-		}
-		if err := fsync.Dir(w.s.dir); err != nil {
-			return "", 0, err
-		}
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return "", 0, fmt.Errorf("install blob %s: %w", digest, err)
-	}
-	if err := fsync.Dir(sub); err != nil {
+	bs, err := w.s.CommitAll([]*Writer{w}, nil)
+	if err != nil {
 		return "", 0, err
 	}
-	return digest, w.n, nil
+	return bs[0].Digest, bs[0].Size, nil
+}
+
+// Digest returns the SHA-256 of what has been written so far: the name the
+// blob gets if nothing more is written.
+func (w *Writer) Digest() string { return hex.EncodeToString(w.h.Sum(nil)) }
+
+// Reset drops what has been written so far, so that the writer (and its
+// staged file) can take other content.
+func (w *Writer) Reset() error {
+	if w.done {
+		return errors.New("blob writer already finished")
+	}
+	if err := w.f.Truncate(0); err != nil {
+		return fmt.Errorf("reset staged blob %s: %w", w.f.Name(), err)
+	}
+	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("reset staged blob %s: %w", w.f.Name(), err)
+	}
+	w.h.Reset()
+	w.n = 0
+	return nil
+}
+
+// Blob is a committed blob.
+type Blob struct {
+	Digest string
+	Size   int64
+}
+
+// CommitAll commits several writers of this store together, which costs
+// fewer journal commits than committing them one by one: it starts the
+// write-back of every staged file, fsyncs each, then renames each into
+// place (calling installed(i), when not nil, right after writer i's blob is
+// in place), then fsyncs the directories the renames changed. When it
+// returns without error every blob is durable under its name; on error the
+// staged files that were not installed are removed (blobs already renamed
+// stay, unreferenced, for a sweep).
+func (s *Store) CommitAll(ws []*Writer, installed func(i int)) (_ []Blob, err error) {
+	for _, w := range ws {
+		if w.done || w.s != s {
+			return nil, errors.New("blob writer already finished or of another store")
+		}
+	}
+	defer func() {
+		for _, w := range ws {
+			w.Abort() // those not installed; a no-op for the others
+		}
+	}()
+	for _, w := range ws {
+		if err := w.f.Chmod(0o444); err != nil {
+			return nil, fmt.Errorf("chmod staged blob %s: %w", w.f.Name(), err)
+		}
+		// Start the write-back of every file before waiting for any, so
+		// that their block allocations share one journal commit. A hint
+		// only; the fsync below is what makes the bytes durable.
+		_ = unix.SyncFileRange(int(w.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
+	for _, w := range ws {
+		if err := w.f.Sync(); err != nil {
+			return nil, fmt.Errorf("fsync staged blob %s: %w", w.f.Name(), err)
+		}
+	}
+	bs := make([]Blob, len(ws))
+	var dirs []string // directories to fsync, in order
+	seen := map[string]bool{}
+	addDir := func(d string) {
+		if !seen[d] {
+			seen[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	for i, w := range ws {
+		tmp := w.f.Name()
+		if err := w.f.Close(); err != nil {
+			return nil, fmt.Errorf("close staged blob %s: %w", tmp, err)
+		}
+		w.done = true
+		digest := w.Digest()
+		bs[i] = Blob{Digest: digest, Size: w.n}
+		final := s.Path(digest)
+		// Lstat, and only a regular file counts: a symlink planted at the
+		// blob path is replaced by the rename below, never trusted or touched.
+		if fi, err := os.Lstat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == w.n {
+			// Already stored: identical content by construction. Refresh its
+			// time so a sweep's grace period counts from this use, not from
+			// when an earlier, perhaps orphaned, copy was written.
+			now := time.Now()
+			_ = os.Chtimes(final, now, now)
+			_ = os.Remove(tmp)
+		} else {
+			sub := filepath.Dir(final)
+			if _, err := os.Stat(sub); errors.Is(err, fs.ErrNotExist) {
+				if err := os.MkdirAll(sub, 0o755); err != nil {
+					_ = os.Remove(tmp)
+					return nil, fmt.Errorf("create blob directory %s: %w", sub, err)
+				}
+				addDir(s.dir) // before sub: the new name of sub lives there
+			}
+			if err := os.Rename(tmp, final); err != nil {
+				_ = os.Remove(tmp)
+				return nil, fmt.Errorf("install blob %s: %w", digest, err)
+			}
+			addDir(sub)
+		}
+		if installed != nil {
+			installed(i)
+		}
+	}
+	for _, d := range dirs {
+		if err := fsync.Dir(d); err != nil {
+			return nil, err
+		}
+	}
+	return bs, nil
 }
 
 // Abort drops the staged bytes.
@@ -179,8 +253,8 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
-	w.f.Close()
-	os.Remove(w.f.Name())
+	_ = w.f.Close()
+	_ = os.Remove(w.f.Name())
 }
 
 // Ingest copies r into a new blob staged in stagingDir.

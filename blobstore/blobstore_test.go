@@ -157,3 +157,66 @@ func TestStatRemoveAndDigestValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestCommitAllInstallsEveryBlob(t *testing.T) {
+	s, staging := setup(t)
+	contents := []string{"image bytes", "vmlinux bytes", "image bytes", "manifest"}
+	var ws []*blobstore.Writer
+	for _, c := range contents {
+		w, err := s.NewWriter(staging)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte(c)); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	var order []int
+	bs, err := s.CommitAll(ws, func(i int) { order = append(order, i) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(order) != len(contents) || order[0] != 0 || order[3] != 3 {
+		t.Errorf("installed called for %v", order)
+	}
+	for i, c := range contents {
+		sum := sha256.Sum256([]byte(c))
+		if bs[i].Digest != hex.EncodeToString(sum[:]) || bs[i].Size != int64(len(c)) || ws[i].Digest() != bs[i].Digest {
+			t.Errorf("blob %d = %+v", i, bs[i])
+		}
+		if got, err := os.ReadFile(s.Path(bs[i].Digest)); err != nil || string(got) != c {
+			t.Errorf("blob %d reads %q, %v", i, got, err)
+		}
+	}
+	if ents, _ := os.ReadDir(staging); len(ents) != 0 {
+		t.Errorf("staging not empty after CommitAll: %v", ents)
+	}
+	if _, err := s.CommitAll(ws[:1], nil); err == nil {
+		t.Error("CommitAll of committed writers succeeded")
+	}
+}
+
+func TestResetReplacesContent(t *testing.T) {
+	s, staging := setup(t)
+	w, err := s.NewWriter(staging)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write([]byte("partial output that is dropped"))
+	if err := w.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write([]byte("kept"))
+	d, n, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("kept"))
+	if d != hex.EncodeToString(sum[:]) || n != 4 {
+		t.Fatalf("Commit = %s, %d", d, n)
+	}
+	if got, _ := os.ReadFile(s.Path(d)); string(got) != "kept" {
+		t.Errorf("blob holds %q", got)
+	}
+}
