@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/remote"
 )
 
@@ -53,6 +54,7 @@ func (c *Cache) Push(ctx context.Context, r remote.Remote, key string, opt Trans
 		}
 		b.Transferred = true
 		rep.Bytes += b.Size
+		failpoint.Hit(failpoint.PushAfterFirstBlob)
 	}
 	scrubForRemote(rec)
 	manifest, err := index.EncodeManifest(rec)

@@ -440,6 +440,21 @@ func TestCrashMatrix(t *testing.T) {
 		cliOK(t, src, "push", "p")
 		return []string{"pull", "p"}
 	}
+	// A push killed between blobs changes nothing local (its remote side is
+	// TestCLIPushKilledBetweenBlobs).
+	pushing := func(t *testing.T, root string) []string {
+		srv := s3test.Start(t)
+		for _, kv := range srv.Env("") {
+			k, v, _ := strings.Cut(kv, "=")
+			t.Setenv(k, v)
+		}
+		return []string{"push", "a"}
+	}
+	if s3test.Available() {
+		cases = append(cases, crashCase{name: "push", point: failpoint.PushAfterFirstBlob, prepare: pushing, want: "old"})
+	} else {
+		cases = append(cases, crashCase{name: "skip", point: failpoint.PushAfterFirstBlob})
+	}
 	for _, point := range []string{failpoint.PullMidBlob, failpoint.PullAfterBlobs, failpoint.PullBeforeCommit} {
 		if !s3test.Available() {
 			t.Logf("%s: no S3 server to pull from (versitygw not installed); not tested", point)

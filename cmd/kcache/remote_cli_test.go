@@ -375,3 +375,37 @@ func TestCLITransferProgressOnATerminal(t *testing.T) {
 		t.Errorf("pull without a terminal: exit %d, stderr %q (want none)", code, stderr)
 	}
 }
+
+// TestCLIPushKilledBetweenBlobs kills a push after its first blob: the
+// remote shows no entry (the manifest goes last), and a re-run uploads only
+// the blob that was missing.
+func TestCLIPushKilledBetweenBlobs(t *testing.T) {
+	srv := s3test.Start(t)
+	root := t.TempDir()
+	cliOK(t, root, "store", "k", "--image", cliSampleImage, "--vmlinux", cliSampleVmlinux)
+	cmd := kcacheCmd(t, root, "push", "k")
+	cmd.Env = append(append(cmd.Env, srv.Env("ci")...), failpoint.Env+"="+failpoint.PushAfterFirstBlob)
+	if killed, stderr := killedBy(t, cmd); !killed {
+		t.Fatalf("push was not killed: %s", stderr)
+	}
+	if out, stderr, code := remoteRun(t, srv, t.TempDir(), nil, "remote", "ls", "--json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("after the killed push, remote ls = %q (exit %d, %s), want no entry", out, code, stderr)
+	}
+	if _, stderr, code := remoteRun(t, srv, t.TempDir(), nil, "pull", "k"); code != exitNotFound {
+		t.Errorf("pull after the killed push: exit %d (%s), want 3", code, stderr)
+	}
+	out, stderr, code := remoteRun(t, srv, root, nil, "push", "k", "--json")
+	if code != 0 {
+		t.Fatalf("re-run: exit %d %s", code, stderr)
+	}
+	var rep []transferJSON
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if b := rep[0].Blobs; len(b) != 2 || b[0].Transferred || !b[1].Transferred || rep[0].Bytes != b[1].Size {
+		t.Errorf("re-run uploaded %+v, want only the second blob", rep[0])
+	}
+	if _, stderr, code := remoteRun(t, srv, t.TempDir(), nil, "pull", "k"); code != 0 {
+		t.Errorf("pull after the re-run: exit %d %s", code, stderr)
+	}
+}

@@ -59,6 +59,10 @@ const (
 	PullMidBlob      = "pull.mid-blob"
 	PullAfterBlobs   = "pull.after-blobs"
 	PullBeforeCommit = "pull.before-commit"
+	// PushAfterFirstBlob (push.go): one blob is uploaded, the others and
+	// the manifest are not. It changes nothing local; the remote must show
+	// no entry, and a re-run must upload only the rest.
+	PushAfterFirstBlob = "push.after-first-blob"
 )
 
 // All lists every failpoint.
@@ -66,7 +70,7 @@ var All = []string{
 	StoreAfterStaging, StoreAfterImage, StoreAfterVmlinux, StoreAfterManifest,
 	StoreBeforeCommit, StoreBeforeUnstage, UpdateAfterCommit, ReleaseAfterFirstUnlink,
 	SweepAfterOrphanUnlink, MigrateBetweenEntries, RebuildBeforeSwap, UpgradeAfterBackup,
-	PullMidBlob, PullAfterBlobs, PullBeforeCommit,
+	PullMidBlob, PullAfterBlobs, PullBeforeCommit, PushAfterFirstBlob,
 }
 
 // Names is the registry of failpoint names; it is All.
