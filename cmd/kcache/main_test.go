@@ -36,7 +36,13 @@ func kcacheCmd(t testing.TB, root string, args ...string) *exec.Cmd {
 // exit code.
 func runProc(t testing.TB, root string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := kcacheCmd(t, root, args...)
+	return runCmd(t, kcacheCmd(t, root, args...))
+}
+
+// runCmd runs a prepared command (kcacheCmd plus environment or stdin) and
+// returns its output and exit code.
+func runCmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -45,7 +51,7 @@ func runProc(t testing.TB, root string, args ...string) (stdout, stderr string, 
 	case errors.As(err, &ee):
 		code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("kcache %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
 	}
 	return o.String(), e.String(), code
 }

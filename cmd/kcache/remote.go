@@ -91,6 +91,29 @@ func checkKeyArgs(keys []string) error {
 	return nil
 }
 
+// keyArgs checks the KEY... of push and pull.
+func keyArgs(cmd *cobra.Command, keys []string) error {
+	if err := cobra.MinimumNArgs(1)(cmd, keys); err != nil {
+		return err
+	}
+	return checkKeyArgs(keys)
+}
+
+// remoteAndCache opens the remote and the cache of a remote command. In a
+// build without the S3 client it runs the helper instead and returns the
+// helper's exit status as the error.
+func (a *app) remoteAndCache(rf *remoteFlags) (remote.Remote, *kcache.Cache, error) {
+	r, err := rf.open()
+	if errors.Is(err, errNeedHelper) {
+		return nil, nil, a.delegate()
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := a.cache()
+	return r, c, err
+}
+
 // transferProgress draws one self-overwriting line per blob on a terminal.
 type transferProgress struct {
 	w    io.Writer
@@ -136,17 +159,10 @@ func transferKeys(a *app, asJSON bool, keys []string, do func(key string) (*kcac
 			res.Remote, res.Blobs, res.Bytes, res.UpToDate = rep.Remote, rep.Blobs, rep.Bytes, rep.UpToDate
 		}
 		if err != nil {
+			var c int
+			res.ErrorKind, c = errorKind(err)
+			code = worse(code, c)
 			res.Error = err.Error()
-			switch {
-			case errors.Is(err, remote.ErrNotFound), errors.Is(err, kcache.ErrNotFound):
-				res.ErrorKind, code = "not_found", worse(code, exitNotFound)
-			case errors.Is(err, kcache.ErrInvalid):
-				res.ErrorKind, code = "invalid", worse(code, exitUsage)
-			case errors.Is(err, kcache.ErrInUse):
-				res.ErrorKind, code = "in_use", worse(code, exitInUse)
-			default:
-				res.ErrorKind, code = "error", worse(code, exitError)
-			}
 			if !asJSON {
 				fmt.Fprintf(a.stderr, "kcache: %v\n", err)
 			}
@@ -203,21 +219,11 @@ Every KEY is tried; the exit code is the worst failure (3: KEY is not cached).
 			if all {
 				return cobra.NoArgs(cmd, keys)
 			}
-			if err := cobra.MinimumNArgs(1)(cmd, keys); err != nil {
-				return err
-			}
-			return checkKeyArgs(keys)
+			return keyArgs(cmd, keys)
 		}),
 		ValidArgsFunction: completeKeys(a),
 		RunE: func(cmd *cobra.Command, keys []string) error {
-			r, err := rf.open()
-			if errors.Is(err, errNeedHelper) {
-				return a.delegate()
-			}
-			if err != nil {
-				return err
-			}
-			c, err := a.cache()
+			r, c, err := a.remoteAndCache(&rf)
 			if err != nil {
 				return err
 			}
@@ -258,21 +264,9 @@ taken only for the install, not during the download.
 Every KEY is tried; the exit code is the worst failure (3: the remote has no
 such key).
 ` + remoteHelp,
-		Args: args(func(cmd *cobra.Command, keys []string) error {
-			if err := cobra.MinimumNArgs(1)(cmd, keys); err != nil {
-				return err
-			}
-			return checkKeyArgs(keys)
-		}),
+		Args: args(keyArgs),
 		RunE: func(cmd *cobra.Command, keys []string) error {
-			r, err := rf.open()
-			if errors.Is(err, errNeedHelper) {
-				return a.delegate()
-			}
-			if err != nil {
-				return err
-			}
-			c, err := a.cache()
+			r, c, err := a.remoteAndCache(&rf)
 			if err != nil {
 				return err
 			}

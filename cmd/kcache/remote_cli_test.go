@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -32,17 +31,7 @@ func remoteRun(t *testing.T, srv *s3test.Server, root string, extraEnv []string,
 	t.Helper()
 	cmd := kcacheCmd(t, root, args...)
 	cmd.Env = append(append(cmd.Env, srv.Env("ci")...), extraEnv...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return runCmd(t, cmd)
 }
 
 // listForComparison is `list --json` without the fields that are each

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kcache/kcache"
+	"github.com/kcache/kcache/remote"
 	"github.com/spf13/cobra"
 )
 
@@ -40,21 +41,11 @@ else 3 if one was not found.`,
 			for _, key := range keys {
 				r := rmResult{Key: key}
 				err := c.Remove(key, kcache.RemoveOptions{Force: force})
-				switch {
-				case err == nil:
-					r.Removed = true
-				case errors.Is(err, kcache.ErrInUse):
-					r.ErrorKind, code = "in_use", worse(code, exitInUse)
-				case errors.Is(err, kcache.ErrPinned):
-					r.ErrorKind, code = "pinned", worse(code, exitInUse)
-				case errors.Is(err, kcache.ErrNotFound):
-					r.ErrorKind, code = "not_found", worse(code, exitNotFound)
-				case errors.Is(err, kcache.ErrInvalid):
-					r.ErrorKind, code = "invalid", worse(code, exitUsage)
-				default:
-					r.ErrorKind, code = "error", worse(code, exitError)
-				}
+				r.Removed = err == nil
 				if err != nil {
+					var c int
+					r.ErrorKind, c = errorKind(err)
+					code = worse(code, c)
 					r.Error = err.Error()
 					if !asJSON {
 						fmt.Fprintf(a.stderr, "kcache: %v\n", err)
@@ -78,6 +69,22 @@ else 3 if one was not found.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print [{"key","removed","error","error_kind"}] as JSON`)
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove pinned entries too (entries in use are never removed)")
 	return cmd
+}
+
+// errorKind names a per-key failure for --json (error_kind) and gives the
+// exit code it maps to.
+func errorKind(err error) (kind string, code int) {
+	switch {
+	case errors.Is(err, kcache.ErrInUse):
+		return "in_use", exitInUse
+	case errors.Is(err, kcache.ErrPinned):
+		return "pinned", exitInUse
+	case errors.Is(err, kcache.ErrNotFound), errors.Is(err, remote.ErrNotFound):
+		return "not_found", exitNotFound
+	case errors.Is(err, kcache.ErrInvalid):
+		return "invalid", exitUsage
+	}
+	return "error", exitError
 }
 
 // worse picks the exit code that matters most to a script: a generic error
