@@ -39,6 +39,16 @@
 // blobs), and never the manifests of a lost index, which doctor
 // --rebuild-index needs.
 //
+// The shared tier (Push, Pull, LookupRemote, ListRemote) talks to any
+// remote.Remote; package remote documents the object layout and remote/s3
+// implements it on S3. It keeps the local protocols: Push reads blobs opened
+// inside a read transaction and writes the manifest object last; Pull stages
+// and digest-checks every blob before it is renamed into blobs/, then takes
+// the key's exclusive lock only for the install (manifest blob and one
+// transaction), so a slow download never holds up harnesses using the key.
+// This package imports only the interface; the S3 client is linked into the
+// kcache-remote helper, not into every kcache process (cmd/kcache explains).
+//
 // Blob paths returned by Lookup stay valid until the entry is replaced or
 // removed. A reader that must not race a replacement either holds the shared
 // lock while it reads or opens the files with OpenEntry, which retries when a
