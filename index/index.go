@@ -427,6 +427,23 @@ func (t *Tx) GetRaw(key string) []byte { return t.tx.Bucket(bucketEntries).Get([
 // does not decode is a *DecodeError. The result does not refer to data.
 func DecodeRecord(key string, data []byte) (*Record, error) { return decodeRecord(key, data) }
 
+// GetRawKey is GetRaw with the key as bytes (such as NewestRaw's).
+func (t *Tx) GetRawKey(key []byte) []byte { return t.tx.Bucket(bucketEntries).Get(key) }
+
+// DecodeRecordInto is DecodeRecord into r, which it overwrites (zero on an
+// error): a caller decoding many records reuses one Record. The key is only
+// read for the error.
+func DecodeRecordInto(key []byte, data []byte, r *Record) error {
+	if err := decodeRecordInto("", data, r); err != nil {
+		var derr *DecodeError
+		if errors.As(err, &derr) {
+			derr.Key = string(key)
+		}
+		return err
+	}
+	return nil
+}
+
 // Count returns the number of entries.
 func (t *Tx) Count() int { return t.tx.Bucket(bucketEntries).Stats().KeyN }
 
@@ -463,6 +480,23 @@ func (t *Tx) Newest(n int, fn func(key, builtAt string) error) error {
 			return err
 		}
 		i++
+	}
+	return nil
+}
+
+// NewestRaw is Newest over every key without copying: key and builtAt are
+// the index file's mapping, valid until the transaction ends, never to be
+// modified.
+func (t *Tx) NewestRaw(fn func(key, builtAt []byte) error) error {
+	c := t.tx.Bucket(bucketByTime).Cursor()
+	for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		at, key, ok := bytes.Cut(k, []byte{0})
+		if !ok {
+			return fmt.Errorf("%w: by_time key %q has no separator", ErrCorrupt, k)
+		}
+		if err := fn(key, at); err != nil {
+			return err
+		}
 	}
 	return nil
 }
