@@ -190,6 +190,16 @@ func appendSourceString(b []byte, p *string) []byte {
 
 const jsonHex = "0123456789abcdef"
 
+// jsonSafe and jsonSafeHTML tell the ASCII bytes that appendString copies as
+// they are, without and with HTML escaping.
+var jsonSafe, jsonSafeHTML = func() (plain, html [utf8.RuneSelf]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		plain[b] = b != '"' && b != '\\'
+		html[b] = plain[b] && b != '<' && b != '>' && b != '&'
+	}
+	return plain, html
+}()
+
 // appendJSONString appends s quoted as encoding/json does with HTML escaping
 // off: `"` and `\` escaped, control characters as \b \f \n \r \t or \u00XX,
 // invalid UTF-8 as \ufffd, U+2028 and U+2029 as \u2028 and \u2029; <, > and
@@ -197,11 +207,15 @@ const jsonHex = "0123456789abcdef"
 func appendJSONString(dst []byte, s string) []byte { return appendString(dst, s, false) }
 
 func appendString(dst []byte, s string, escapeHTML bool) []byte {
+	safe := &jsonSafe
+	if escapeHTML {
+		safe = &jsonSafeHTML
+	}
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && !(escapeHTML && (b == '<' || b == '>' || b == '&')) {
+			if safe[b] {
 				i++
 				continue
 			}
