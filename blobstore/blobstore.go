@@ -48,12 +48,20 @@ func ValidDigest(d string) bool {
 		return false
 	}
 	for i := 0; i < len(d); i++ {
-		if c := d[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+		if !lowerHex[d[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// lowerHex tells the bytes of a digest: 0-9 and a-f.
+var lowerHex = func() (t [256]bool) {
+	for _, c := range "0123456789abcdef" {
+		t[c] = true
+	}
+	return t
+}()
 
 // Path returns where the blob with digest d lives (whether or not it exists).
 func (s *Store) Path(d string) string {
