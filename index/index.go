@@ -427,8 +427,21 @@ func (t *Tx) GetRaw(key string) []byte { return t.tx.Bucket(bucketEntries).Get([
 // does not decode is a *DecodeError. The result does not refer to data.
 func DecodeRecord(key string, data []byte) (*Record, error) { return decodeRecord(key, data) }
 
-// GetRawKey is GetRaw with the key as bytes (such as NewestRaw's).
-func (t *Tx) GetRawKey(key []byte) []byte { return t.tx.Bucket(bucketEntries).Get(key) }
+// RawEntry is an entry's key and encoded record, both the index file's
+// mapping: valid until the transaction ends, never to be modified.
+type RawEntry struct{ Key, Value []byte }
+
+// RawEntries returns every entry in key order (bytes.Compare's) without
+// decoding or copying any: one walk over the entries bucket, for a caller
+// that looks up many keys (sizeHint is the expected number).
+func (t *Tx) RawEntries(sizeHint int) []RawEntry {
+	ents := make([]RawEntry, 0, sizeHint)
+	c := t.tx.Bucket(bucketEntries).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		ents = append(ents, RawEntry{k, v})
+	}
+	return ents
+}
 
 // DecodeRecordInto is DecodeRecord into r, which it overwrites (zero on an
 // error): a caller decoding many records reuses one Record. The key is only
