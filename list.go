@@ -97,8 +97,12 @@ func (c *Cache) List(opt ListOptions) (*Listing, error) {
 // kept until the end. An error from begin or fn stops the listing and is
 // returned as it is.
 //
-// It walks the by_time ordering newest first and reads each record by key,
-// so memory stays flat in the number of entries. fn runs inside the index's
+// It walks the by_time ordering newest first and looks each record up by
+// key in one walk of the entries bucket (two slices of the index file's
+// mapping per entry, 48 bytes); decoded entries are held only a few batches
+// at a time, so the Go heap grows by those 48 bytes per entry and no more.
+// Batches are decoded and their blobs statted on GOMAXPROCS goroutines;
+// fn is called on the caller's goroutine, in order. fn runs inside the index's
 // read transaction: it must not write to the cache, and while it blocks (a
 // full pipe) the transaction stays open, which makes a writer that has to
 // grow the index file wait. An index whose by_time ordering has another
