@@ -136,7 +136,12 @@ func (c *Cache) entryFrom(rec *index.Record, pin *index.Pin) (*Entry, error) {
 // entryFromStat is entryFrom with another way to stat a blob (ListEach's
 // directory-relative one); stat must behave as blobstore's Stat.
 func (c *Cache) entryFromStat(rec *index.Record, pin *index.Pin, stat func(string) (int64, error)) (*Entry, error) {
-	e := &Entry{Record: *rec, ImagePath: c.blobs.Path(rec.Image.Digest)}
+	e := &Entry{Record: *rec}
+	if rec.Vmlinux != nil {
+		e.ImagePath, e.VmlinuxPath = c.blobs.Path2(rec.Image.Digest, rec.Vmlinux.Digest)
+	} else {
+		e.ImagePath = c.blobs.Path(rec.Image.Digest)
+	}
 	if pin != nil {
 		e.Pinned, e.PinReason = true, pin.Reason
 	}
@@ -147,7 +152,6 @@ func (c *Cache) entryFromStat(rec *index.Record, pin *index.Pin, stat func(strin
 		return nil, err
 	}
 	if rec.Vmlinux != nil {
-		e.VmlinuxPath = c.blobs.Path(rec.Vmlinux.Digest)
 		if err := checkBlob(stat, rec.Key, "vmlinux", "vmlinux", *rec.Vmlinux); err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"runtime"
@@ -96,8 +97,12 @@ func (c *Cache) List(opt ListOptions) (*Listing, error) {
 // kept until the end. An error from begin or fn stops the listing and is
 // returned as it is.
 //
-// It walks the by_time ordering newest first and reads each record by key,
-// so memory stays flat in the number of entries. fn runs inside the index's
+// It walks the by_time ordering newest first and looks each record up by
+// key in one walk of the entries bucket (two slices of the index file's
+// mapping per entry, 48 bytes); decoded entries are held only a few batches
+// at a time, so the Go heap grows by those 48 bytes per entry and no more.
+// Batches are decoded and their blobs statted on GOMAXPROCS goroutines;
+// fn is called on the caller's goroutine, in order. fn runs inside the index's
 // read transaction: it must not write to the cache, and while it blocks (a
 // full pipe) the transaction stays open, which makes a writer that has to
 // grow the index file wait. An index whose by_time ordering has another
@@ -182,21 +187,15 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 		var corrupt []Listed
 		seenCorrupt := map[string]bool{}
 		done := 0
-		var group []string // keys sharing groupAt, newest group first
-		var groupAt string
 		// Records are read in by_time order in batches; each batch is
-		// decoded and its blobs are statted on every CPU, then handed to fn
-		// in order.
-		var batch []listItem
-		process := func() error {
-			for i := range batch {
-				batch[i].raw = tx.GetRaw(batch[i].key)
+		// decoded and its blobs are statted on another goroutine while
+		// earlier batches are handed to fn in order.
+		emit := func(b *listBatchBuf) error {
+			if b.err != nil {
+				return b.err
 			}
-			if err := processItems(batch, listed); err != nil {
-				return err
-			}
-			for i := range batch {
-				it := &batch[i]
+			for i := range b.items {
+				it := &b.items[i]
 				switch {
 				case it.skip:
 					// A stale by_time key (no record, or one built at
@@ -204,8 +203,8 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 				case it.err != nil:
 					return it.err
 				case it.l.Corrupt != nil:
-					if !seenCorrupt[it.key] {
-						seenCorrupt[it.key] = true
+					if !seenCorrupt[it.l.Key] {
+						seenCorrupt[it.l.Key] = true
 						corrupt = append(corrupt, it.l)
 						done++
 					}
@@ -216,23 +215,31 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 					}
 				}
 			}
-			clear(batch)
-			batch = batch[:0]
 			return nil
 		}
+		// The records by key, looked up by the workers (a binary search
+		// costs a fraction of a B+tree Get): two slices per entry.
+		ents := tx.RawEntries(n)
+		p := newListPipeline(n, ents, listed, emit)
+		defer p.stop()
+		var group [][]byte // keys sharing groupAt, newest group first
+		var groupAt []byte
+		b := p.batch()
 		flush := func() error {
-			slices.Reverse(group) // by_time holds ties in key order; the walk is backwards
-			for _, key := range group {
-				batch = append(batch, listItem{key: key, at: groupAt})
+			// by_time holds ties in key order; the walk is backwards.
+			for i := len(group) - 1; i >= 0; i-- {
+				b.items = append(b.items, listItem{key: group[i], at: groupAt})
 			}
 			group = group[:0]
-			if len(batch) >= listBatch {
-				return process()
+			if len(b.items) >= p.size {
+				err := p.submit(b)
+				b = p.batch()
+				return err
 			}
 			return nil
 		}
-		err = tx.Newest(0, func(key, at string) error {
-			if at != groupAt && len(group) > 0 {
+		err = tx.NewestRaw(func(key, at []byte) error {
+			if !bytes.Equal(at, groupAt) && len(group) > 0 {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -245,7 +252,10 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 			err = flush()
 		}
 		if err == nil {
-			err = process()
+			err = p.submit(b)
+		}
+		if err == nil {
+			err = p.drain()
 		}
 		if err != nil {
 			return err
@@ -295,62 +305,168 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 }
 
 // listBatch is how many records ListEach decodes and checks at a time.
-const listBatch = 512
+const listBatch = 256
 
 type listItem struct {
-	key, at string
-	raw     []byte // the encoded record; nil when by_time's key is stale
-	skip    bool   // stale by_time key
+	key, at []byte       // from by_time (the index file's mapping)
+	raw     []byte       // the encoded record; nil when by_time's key is stale (set by process)
+	rec     index.Record // decoded from raw (listed copies it)
+	skip    bool         // stale by_time key
 	l       Listed
 	err     error
 }
 
-// processItems decodes the items' records and checks their blobs with
-// listed, on up to GOMAXPROCS goroutines. The records are the index file's
-// mapping: every goroutine turns a memory fault into index.ErrCorrupt, as
-// index.DB.View does for its own.
-func processItems(items []listItem, listed func(string, *index.Record, error) (Listed, error)) error {
-	one := func(it *listItem) {
-		if it.raw == nil {
-			it.skip = true
-			return
-		}
-		rec, err := index.DecodeRecord(it.key, it.raw)
-		if err == nil && rec.BuiltAt != it.at {
-			it.skip = true
-			return
-		}
-		it.l, it.err = listed(it.key, rec, err)
+type listBatchBuf struct {
+	items []listItem
+	done  chan struct{} // closed when the items are processed
+	err   error         // a fault reading the mapping
+}
+
+// listPipeline decodes and checks ListEach's batches on GOMAXPROCS worker
+// goroutines while the caller reads further batches and emits finished ones
+// in order. The records are the index file's mapping: every worker turns a
+// memory fault into index.ErrCorrupt, as index.DB.View does for its own.
+// Small listings are processed inline.
+type listPipeline struct {
+	ents    []index.RawEntry // every record, in key order
+	listed  func(string, *index.Record, error) (Listed, error)
+	emit    func(*listBatchBuf) error
+	size    int // items per batch
+	work    chan *listBatchBuf
+	pending []*listBatchBuf // submitted, oldest first
+	free    []*listBatchBuf
+	wg      sync.WaitGroup
+	workers int
+}
+
+func newListPipeline(n int, ents []index.RawEntry, listed func(string, *index.Record, error) (Listed, error), emit func(*listBatchBuf) error) *listPipeline {
+	p := &listPipeline{ents: ents, listed: listed, emit: emit, size: listBatch}
+	if n < 2*listBatch {
+		// Too few for whole batches per worker: smaller ones, or inline.
+		p.size = max(64, n/4)
 	}
-	w := min(runtime.GOMAXPROCS(0), len(items)/64)
-	if w <= 1 {
-		for i := range items {
-			one(&items[i])
-		}
-		return nil
+	if n <= 64 || runtime.GOMAXPROCS(0) < 2 {
+		return p
 	}
-	errs := make([]error, w)
-	var wg sync.WaitGroup
-	for g := 1; g < w; g++ {
-		wg.Add(1)
+	p.workers = runtime.GOMAXPROCS(0)
+	p.work = make(chan *listBatchBuf, 2*p.workers)
+	for range p.workers {
+		p.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer p.wg.Done()
 			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-			defer func() {
-				if r := recover(); r != nil {
-					errs[g] = fmt.Errorf("%w: reading the index failed: %v", index.ErrCorrupt, r)
-				}
-			}()
-			for i := g; i < len(items); i += w {
-				one(&items[i])
+			for b := range p.work {
+				b.err = p.processSafe(b.items)
+				close(b.done)
 			}
 		}()
 	}
-	for i := 0; i < len(items); i += w {
-		one(&items[i])
+	return p
+}
+
+// batch returns an empty batch buffer.
+func (p *listPipeline) batch() *listBatchBuf {
+	if k := len(p.free); k > 0 {
+		b := p.free[k-1]
+		p.free = p.free[:k-1]
+		return b
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return &listBatchBuf{items: make([]listItem, 0, p.size+32)}
+}
+
+func (p *listPipeline) recycle(b *listBatchBuf) {
+	clear(b.items)
+	b.items, b.done, b.err = b.items[:0], nil, nil
+	p.free = append(p.free, b)
+}
+
+// submit queues b for processing and emits the batches that are done, in
+// order, keeping at most two batches per worker in flight.
+func (p *listPipeline) submit(b *listBatchBuf) error {
+	if len(b.items) == 0 {
+		p.recycle(b)
+		return nil
+	}
+	if p.workers == 0 {
+		p.process(b.items)
+		err := p.emit(b)
+		p.recycle(b)
+		return err
+	}
+	b.done = make(chan struct{})
+	p.pending = append(p.pending, b)
+	p.work <- b
+	for len(p.pending) > 2*p.workers {
+		if err := p.emitOldest(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *listPipeline) emitOldest() error {
+	b := p.pending[0]
+	<-b.done
+	p.pending = p.pending[1:]
+	err := p.emit(b)
+	p.recycle(b)
+	return err
+}
+
+// drain emits every pending batch.
+func (p *listPipeline) drain() error {
+	for len(p.pending) > 0 {
+		if err := p.emitOldest(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stop ends the workers after the batches they were given.
+func (p *listPipeline) stop() {
+	if p.work != nil {
+		close(p.work)
+		p.work = nil
+		p.wg.Wait()
+	}
+}
+
+func (p *listPipeline) processSafe(items []listItem) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: reading the index failed: %v", index.ErrCorrupt, r)
+		}
+	}()
+	p.process(items)
+	return nil
+}
+
+// process decodes the items' records and checks their blobs.
+func (p *listPipeline) process(items []listItem) {
+	for i := range items {
+		it := &items[i]
+		if j, ok := slices.BinarySearchFunc(p.ents, it.key, func(e index.RawEntry, k []byte) int {
+			return bytes.Compare(e.Key, k)
+		}); ok {
+			it.raw = p.ents[j].Value
+		}
+		if it.raw == nil {
+			it.skip = true
+			continue
+		}
+		rec := &it.rec
+		err := index.DecodeRecordInto(it.key, it.raw, rec)
+		if err == nil && rec.BuiltAt != string(it.at) {
+			it.skip = true
+			continue
+		}
+		key := rec.Key // the same string when the record names its own key
+		if err != nil || key != string(it.key) {
+			key = string(it.key)
+		}
+		it.l, it.err = p.listed(key, rec, err)
+	}
 }
 
 func sortListed(ls []Listed) {

@@ -3,8 +3,10 @@ package kcache_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -151,6 +153,76 @@ func TestListEachMatchesList(t *testing.T) {
 		t.Errorf("damaged by_time: ListEach = %s\nwant       %s", rows(got), rows(want))
 	}
 
+	stop := errors.New("stop")
+	calls := 0
+	if _, err := c.ListEach(kcache.ListOptions{}, nil, func(kcache.Listed) error { calls++; return stop }); err != stop || calls != 1 {
+		t.Errorf("ListEach with a failing fn = %v after %d calls; want stop after 1", err, calls)
+	}
+}
+
+// A listing large enough for ListEach's worker goroutines (several batches)
+// with corrupt entries among them: the same rows, blob paths and errors as
+// List, and fn's error still stops it after one call.
+func TestListEachManyEntriesMatchesList(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stores 700 entries")
+	}
+	c, root := newCache(t)
+	src := t.TempDir()
+	ctx := context.Background()
+	img := writeFile(t, src, "img", []byte("shared image"))
+	for i := range 700 {
+		key := fmt.Sprintf("k%03d", i)
+		m := tarball
+		m.BuiltAt = fmt.Sprintf("2026-01-01T%02d:%02d:00Z", i/60%24, i%60/3) // ties
+		art := kcache.Artifacts{Image: img}
+		if i%2 == 0 {
+			art.Vmlinux = writeFile(t, src, key+".v", []byte(key))
+		}
+		if _, err := c.Store(ctx, key, art, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := c.Lookup("k100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(e.VmlinuxPath); err != nil {
+		t.Fatal(err)
+	}
+	rawIndex(t, root, func(tx *bolt.Tx) error {
+		for _, k := range []string{"k200", "k555"} {
+			if err := tx.Bucket([]byte("entries")).Put([]byte(k), []byte{0x81, 0xa3, 'k', 'e', 'y', 0xc1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	l, err := c.List(kcache.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got := listEach(t, c)
+	if rows(got) != rows(l.Entries) {
+		t.Fatalf("ListEach = %s\nList     = %s", rows(got), rows(l.Entries))
+	}
+	corrupt := 0
+	for i, g := range got {
+		w := l.Entries[i]
+		switch {
+		case g.Corrupt != nil:
+			corrupt++
+			if *g.Corrupt != *w.Corrupt {
+				t.Errorf("%s: corrupt %+v, List says %+v", g.Key, g.Corrupt, w.Corrupt)
+			}
+		case g.Entry.ImagePath != w.Entry.ImagePath || g.Entry.VmlinuxPath != w.Entry.VmlinuxPath ||
+			g.Entry.Key != g.Key || !reflect.DeepEqual(g.Entry.Record, w.Entry.Record):
+			t.Errorf("%s: entry %+v, List has %+v", g.Key, g.Entry, w.Entry)
+		}
+	}
+	if corrupt != 3 {
+		t.Errorf("%d corrupt entries, want 3", corrupt)
+	}
 	stop := errors.New("stop")
 	calls := 0
 	if _, err := c.ListEach(kcache.ListOptions{}, nil, func(kcache.Listed) error { calls++; return stop }); err != stop || calls != 1 {

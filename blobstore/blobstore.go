@@ -48,13 +48,21 @@ func ValidDigest(d string) bool {
 	if len(d) != sha256.Size*2 {
 		return false
 	}
-	for _, c := range d {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+	for i := 0; i < len(d); i++ {
+		if !lowerHex[d[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// lowerHex tells the bytes of a digest: 0-9 and a-f.
+var lowerHex = func() (t [256]bool) {
+	for _, c := range "0123456789abcdef" {
+		t[c] = true
+	}
+	return t
+}()
 
 // Path returns where the blob with digest d lives (whether or not it exists).
 func (s *Store) Path(d string) string {
@@ -62,6 +70,18 @@ func (s *Store) Path(d string) string {
 		return s.prefix + d[:2] + string(filepath.Separator) + d // what Join gives, without its Clean
 	}
 	return filepath.Join(s.dir, d[:2], d)
+}
+
+// Path2 is Path of two blobs, built as one string (a listing builds both
+// paths of every entry).
+func (s *Store) Path2(a, b string) (string, string) {
+	if s.prefix == "" || !ValidDigest(a) || !ValidDigest(b) {
+		return s.Path(a), s.Path(b)
+	}
+	sep := string(filepath.Separator)
+	both := s.prefix + a[:2] + sep + a + s.prefix + b[:2] + sep + b
+	n := len(both) / 2 // both paths have the same length
+	return both[:n], both[n:]
 }
 
 // Stat returns the size of blob d; a missing blob is an fs.ErrNotExist error.

@@ -220,3 +220,19 @@ func TestResetReplacesContent(t *testing.T) {
 		t.Errorf("blob holds %q", got)
 	}
 }
+
+// Path2 gives what Path gives for each digest, valid or not, and for
+// stores whose directory is not a plain prefix.
+func TestPath2IsPathOfBoth(t *testing.T) {
+	a, b := strings.Repeat("ab", 32), strings.Repeat("0f", 32)
+	odd := strings.Repeat("Zz", 32) + "é"
+	for _, dir := range []string{t.TempDir(), "rel/dir/", "/", "."} {
+		s := blobstore.New(dir)
+		for _, pair := range [][2]string{{a, b}, {b, a}, {a, odd}, {odd, b}} {
+			p, q := s.Path2(pair[0], pair[1])
+			if p != s.Path(pair[0]) || q != s.Path(pair[1]) {
+				t.Errorf("%s: Path2(%s, %s) = %s, %s; want %s, %s", dir, pair[0], pair[1], p, q, s.Path(pair[0]), s.Path(pair[1]))
+			}
+		}
+	}
+}

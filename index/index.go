@@ -427,6 +427,36 @@ func (t *Tx) GetRaw(key string) []byte { return t.tx.Bucket(bucketEntries).Get([
 // does not decode is a *DecodeError. The result does not refer to data.
 func DecodeRecord(key string, data []byte) (*Record, error) { return decodeRecord(key, data) }
 
+// RawEntry is an entry's key and encoded record, both the index file's
+// mapping: valid until the transaction ends, never to be modified.
+type RawEntry struct{ Key, Value []byte }
+
+// RawEntries returns every entry in key order (bytes.Compare's) without
+// decoding or copying any: one walk over the entries bucket, for a caller
+// that looks up many keys (sizeHint is the expected number).
+func (t *Tx) RawEntries(sizeHint int) []RawEntry {
+	ents := make([]RawEntry, 0, sizeHint)
+	c := t.tx.Bucket(bucketEntries).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		ents = append(ents, RawEntry{k, v})
+	}
+	return ents
+}
+
+// DecodeRecordInto is DecodeRecord into r, which it overwrites (zero on an
+// error): a caller decoding many records reuses one Record. The key is only
+// read for the error.
+func DecodeRecordInto(key []byte, data []byte, r *Record) error {
+	if err := decodeRecordInto("", data, r); err != nil {
+		var derr *DecodeError
+		if errors.As(err, &derr) {
+			derr.Key = string(key)
+		}
+		return err
+	}
+	return nil
+}
+
 // Count returns the number of entries.
 func (t *Tx) Count() int { return t.tx.Bucket(bucketEntries).Stats().KeyN }
 
@@ -463,6 +493,23 @@ func (t *Tx) Newest(n int, fn func(key, builtAt string) error) error {
 			return err
 		}
 		i++
+	}
+	return nil
+}
+
+// NewestRaw is Newest over every key without copying: key and builtAt are
+// the index file's mapping, valid until the transaction ends, never to be
+// modified.
+func (t *Tx) NewestRaw(fn func(key, builtAt []byte) error) error {
+	c := t.tx.Bucket(bucketByTime).Cursor()
+	for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		at, key, ok := bytes.Cut(k, []byte{0})
+		if !ok {
+			return fmt.Errorf("%w: by_time key %q has no separator", ErrCorrupt, k)
+		}
+		if err := fn(key, at); err != nil {
+			return err
+		}
 	}
 	return nil
 }

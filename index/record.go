@@ -109,20 +109,36 @@ func encodeRecord(r *Record) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// decodeRecord decodes and checks a record. The value is copied by msgpack,
-// so the result stays valid after the transaction ends.
+// decodeRecord decodes and checks a record. The value is copied out of
+// data, so the result stays valid after the transaction ends.
 func decodeRecord(key string, data []byte) (*Record, error) {
-	var r Record
-	if _, err := checkBounds(data, 0); err != nil {
-		return nil, &DecodeError{Key: key, Kind: "malformed", Detail: err.Error()}
+	r := new(Record)
+	if err := decodeRecordInto(key, data, r); err != nil {
+		return nil, err
 	}
-	if err := msgpack.Unmarshal(data, &r); err != nil {
-		return nil, &DecodeError{Key: key, Kind: "malformed", Detail: err.Error()}
+	return r, nil
+}
+
+// decodeRecordInto is decodeRecord into r, which it overwrites; on an error
+// r is left zero. A record as encodeRecord writes it takes decodeFast's
+// path, anything else msgpack's, with the same result either way.
+func decodeRecordInto(key string, data []byte, r *Record) error {
+	*r = Record{}
+	if !decodeFast(data, r) {
+		*r = Record{}
+		if _, err := checkBounds(data, 0); err != nil {
+			return &DecodeError{Key: key, Kind: "malformed", Detail: err.Error()}
+		}
+		if err := msgpack.Unmarshal(data, r); err != nil {
+			*r = Record{}
+			return &DecodeError{Key: key, Kind: "malformed", Detail: err.Error()}
+		}
 	}
 	if err := r.check(); err != nil {
-		return nil, &DecodeError{Key: key, Kind: "schema_drift", Detail: err.Error()}
+		*r = Record{}
+		return &DecodeError{Key: key, Kind: "schema_drift", Detail: err.Error()}
 	}
-	return &r, nil
+	return nil
 }
 
 // check enforces the required fields, in the order ktstr reports them.

@@ -190,6 +190,42 @@ func appendSourceString(b []byte, p *string) []byte {
 
 const jsonHex = "0123456789abcdef"
 
+// plainPrefix returns how many leading bytes of s, a multiple of 8, need no
+// escaping without HTML escaping (ASCII from 0x20 on, not " or \), eight
+// at a time; appendString checks the rest byte by byte.
+func plainPrefix(s string) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if special8(x) {
+			break
+		}
+	}
+	return i
+}
+
+// special8 reports whether one of the eight bytes in x is below 0x20, a "
+// or a \, or not ASCII (the usual SWAR tests: each is exact about whether
+// any byte matches).
+func special8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := x ^ ('"' * ones)   // zero bytes where x has "
+	bs := x ^ ('\\' * ones) // zero bytes where x has a backslash
+	less := (x - 0x20*ones) &^ x
+	return (less|(q-ones)&^q|(bs-ones)&^bs|x)&highs != 0
+}
+
+// jsonSafe and jsonSafeHTML tell the ASCII bytes that appendString copies as
+// they are, without and with HTML escaping.
+var jsonSafe, jsonSafeHTML = func() (plain, html [utf8.RuneSelf]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		plain[b] = b != '"' && b != '\\'
+		html[b] = plain[b] && b != '<' && b != '>' && b != '&'
+	}
+	return plain, html
+}()
+
 // appendJSONString appends s quoted as encoding/json does with HTML escaping
 // off: `"` and `\` escaped, control characters as \b \f \n \r \t or \u00XX,
 // invalid UTF-8 as \ufffd, U+2028 and U+2029 as \u2028 and \u2029; <, > and
@@ -197,11 +233,19 @@ const jsonHex = "0123456789abcdef"
 func appendJSONString(dst []byte, s string) []byte { return appendString(dst, s, false) }
 
 func appendString(dst []byte, s string, escapeHTML bool) []byte {
+	safe := &jsonSafe
+	if escapeHTML {
+		safe = &jsonSafeHTML
+	}
 	dst = append(dst, '"')
 	start := 0
-	for i := 0; i < len(s); {
+	i := 0
+	if !escapeHTML {
+		i = plainPrefix(s)
+	}
+	for i < len(s) {
 		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && !(escapeHTML && (b == '<' || b == '>' || b == '&')) {
+			if safe[b] {
 				i++
 				continue
 			}

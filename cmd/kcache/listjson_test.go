@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/kcache/kcache"
@@ -49,6 +51,33 @@ func TestListJSONWriterMatchesEncodingJSON(t *testing.T) {
 		}
 		if got.String() != want.String() {
 			t.Errorf("streamed:\n%s\nencoding/json:\n%s", got.String(), want.String())
+		}
+	}
+}
+
+// appendJSONString quotes like encoding/json without HTML escaping, for
+// strings of every length around the eight-byte steps, with a special byte
+// at every position.
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	specials := []string{"\"", "\\", "\x00", "\x1f", "\n", "\x7f", "é", "\xff", "\u2028", "<", "&", " ", "~"}
+	for n := range 26 {
+		base := strings.Repeat("abcdefgh", 4)[:n]
+		for _, sp := range specials {
+			for pos := 0; pos <= n; pos++ {
+				s := base[:pos] + sp + base[pos:]
+				var want bytes.Buffer
+				enc := json.NewEncoder(&want)
+				enc.SetEscapeHTML(false)
+				if err := enc.Encode(s); err != nil {
+					t.Fatal(err)
+				}
+				if got := string(appendJSONString(nil, s)) + "\n"; got != want.String() {
+					t.Fatalf("appendJSONString(%q) = %s, encoding/json %s", s, got, want.String())
+				}
+			}
+		}
+		if got, want := string(appendJSONString(nil, base)), `"`+base+`"`; got != want {
+			t.Fatalf("appendJSONString(%q) = %s", base, got)
 		}
 	}
 }
