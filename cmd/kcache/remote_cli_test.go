@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -396,5 +397,53 @@ func TestCLIPushKilledBetweenBlobs(t *testing.T) {
 	}
 	if _, stderr, code := remoteRun(t, srv, t.TempDir(), nil, "pull", "k"); code != 0 {
 		t.Errorf("pull after the re-run: exit %d %s", code, stderr)
+	}
+}
+
+// TestCLIConcurrentPushProcesses races two kcache processes (two runners)
+// pushing different kernels under one key: both succeed and the remote ends
+// with one of them whole.
+func TestCLIConcurrentPushProcesses(t *testing.T) {
+	srv := s3test.Start(t)
+	dir := t.TempDir()
+	var roots [2]string
+	var images [2]string
+	for i := range roots {
+		roots[i] = t.TempDir()
+		images[i] = cliWrite(t, dir, fmt.Sprintf("img%d", i), strings.Repeat(fmt.Sprintf("kernel %d ", i), 50000))
+		cliOK(t, roots[i], "store", "same", "--image", images[i], "--vmlinux", cliSampleVmlinux)
+	}
+	for round := range 3 {
+		var cmds [2]*exec.Cmd
+		var errs [2]bytes.Buffer
+		for i := range cmds {
+			cmds[i] = kcacheCmd(t, roots[i], "push", "same")
+			cmds[i].Env = append(cmds[i].Env, srv.Env("race")...)
+			cmds[i].Stderr = &errs[i]
+			if err := cmds[i].Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range cmds {
+			if err := cmds[i].Wait(); err != nil {
+				t.Fatalf("round %d: push %d: %v\n%s", round, i, err, errs[i].String())
+			}
+		}
+		b := t.TempDir()
+		cmd := kcacheCmd(t, b, "lookup", "--remote", "same")
+		cmd.Env = append(cmd.Env, srv.Env("race")...)
+		out, stderr, code := runCmd(t, cmd)
+		if code != 0 {
+			t.Fatalf("round %d: lookup --remote: %s", round, stderr)
+		}
+		got, err := os.ReadFile(strings.Fields(out)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		a0, _ := os.ReadFile(images[0])
+		a1, _ := os.ReadFile(images[1])
+		if !bytes.Equal(got, a0) && !bytes.Equal(got, a1) {
+			t.Errorf("round %d: the pulled image is neither pushed kernel", round)
+		}
 	}
 }
