@@ -19,8 +19,10 @@
 // Blobs are flat under blobs/sha256/ rather than fanned out as on local disk:
 // object stores have no directory size limits to work around.
 //
-// The interface is deliberately small — stat, get, put, list, delete by name —
-// so that backends other than S3 (an OCI registry, say) can be added.
+// The interface is deliberately small — stat, get, put and list by name — so
+// that backends other than S3 (an OCI registry, say) can be added. There is
+// no delete: kcache never removes remote objects (expiry is the bucket's
+// lifecycle rules' job, see the README).
 package remote
 
 import (
@@ -58,8 +60,6 @@ type Remote interface {
 	// List calls fn for every object whose name starts with prefix, in
 	// lexical order.
 	List(ctx context.Context, prefix string, fn func(Object) error) error
-	// Delete removes an object; a missing object is not an error.
-	Delete(ctx context.Context, name string) error
 }
 
 // Object name prefixes of the layout.

@@ -299,14 +299,6 @@ func (r *Remote) List(ctx context.Context, prefix string, fn func(remote.Object)
 	return nil
 }
 
-// Delete implements remote.Remote.
-func (r *Remote) Delete(ctx context.Context, name string) error {
-	if err := r.client.RemoveObject(ctx, r.bucket, r.object(name), minio.RemoveObjectOptions{}); err != nil {
-		return r.fail("delete", name, err)
-	}
-	return nil
-}
-
 // MakeBucket creates the remote's bucket (tests and first-time setup).
 func (r *Remote) MakeBucket(ctx context.Context) error {
 	if err := r.client.MakeBucket(ctx, r.bucket, minio.MakeBucketOptions{}); err != nil {
