@@ -1280,12 +1280,12 @@ func TestCLIKconfig(t *testing.T) {
 func TestCLIVersion(t *testing.T) {
 	root := cliNewRoot(t)
 	out, _ := cliOK(t, root, "version")
-	re := regexp.MustCompile(fmt.Sprintf(`^kcache \S+ \(go1\.[0-9.]+\S*, index schema %d\)\n$`, index.SchemaVersion))
+	re := regexp.MustCompile(fmt.Sprintf(`^kcache \S+ \(go1\.[0-9.]+\S*, index schema %d\)\nS3 remote: built in\n$`, index.SchemaVersion))
 	if !re.MatchString(out) {
 		t.Errorf("version: %q", out)
 	}
 	out, _ = cliOK(t, root, "version", "--json")
-	if got := cliKeys(t, []byte(out)); !reflect.DeepEqual(got, []string{"version", "go", "index_schema"}) {
+	if got := cliKeys(t, []byte(out)); !reflect.DeepEqual(got, []string{"version", "go", "index_schema", "s3_remote"}) {
 		t.Errorf("version --json keys %v", got)
 	}
 	var v struct {

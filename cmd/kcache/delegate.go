@@ -35,9 +35,9 @@ func findHelper() (string, error) {
 	if p, err := exec.LookPath(helperName); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("the remote commands need %s, which was not found next to kcache or on $PATH; install it with\n"+
-		"  go build -tags kcache_s3 -o \"$(dirname \"$(command -v kcache)\")/%s\" github.com/kcache/kcache/cmd/kcache\n"+
-		"(or build kcache itself with -tags kcache_s3)", helperName, helperName)
+	return "", fmt.Errorf("the remote commands need %s, which was not found next to kcache, on $PATH or at $%s; build it from a kcache checkout with\n"+
+		"  CGO_ENABLED=0 go build -tags kcache_s3 -o \"$(dirname \"$(command -v kcache)\")/%s\" ./cmd/kcache\n"+
+		"(or build kcache itself with -tags kcache_s3)", helperName, helperEnv, helperName)
 }
 
 // delegate runs this invocation again in the helper, with the same

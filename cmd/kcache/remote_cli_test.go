@@ -303,6 +303,9 @@ func TestCLIRemoteThroughHelper(t *testing.T) {
 		return o.String(), e.String(), cmd.ProcessState.ExitCode()
 	}
 	a, b := t.TempDir(), t.TempDir()
+	if out, _, _ := run(a, nil, "version"); !strings.Contains(out, "S3 remote: through "+filepath.Join(bin, "kcache-remote")) {
+		t.Errorf("version of the lean build: %q", out)
+	}
 	if _, stderr, code := run(a, nil, "store", "k", "--image", cliSampleImage); code != 0 {
 		t.Fatal(stderr)
 	}
@@ -318,6 +321,9 @@ func TestCLIRemoteThroughHelper(t *testing.T) {
 	// Without the helper: a clear message saying how to get it.
 	if err := os.Remove(filepath.Join(bin, "kcache-remote")); err != nil {
 		t.Fatal(err)
+	}
+	if out, _, _ := run(a, []string{"PATH=/usr/bin:/bin"}, "version"); !strings.Contains(out, "S3 remote: not available") {
+		t.Errorf("version without the helper: %q", out)
 	}
 	_, stderr, code := run(a, []string{"PATH=/usr/bin:/bin", helperEnv + "="}, "push", "k")
 	if code != exitError || !strings.Contains(stderr, "go build -tags kcache_s3") {
