@@ -1,12 +1,12 @@
 package kcache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"reflect"
 	"time"
 
 	"github.com/kcache/kcache/blobstore"
@@ -106,16 +106,11 @@ func fetchManifest(ctx context.Context, r remote.Remote, key string) (*index.Rec
 	case !blobstore.ValidDigest(rec.Image.Digest) || rec.Vmlinux != nil && !blobstore.ValidDigest(rec.Vmlinux.Digest):
 		return nil, bad("a blob digest is not 64 lowercase hex digits")
 	}
-	if err := ValidateImageName(rec.ImageName); err != nil {
+	// The rules Store applies to what it is given (image name included).
+	if _, err := recordMetadata(rec).check(); err != nil {
 		return nil, bad("%v", err)
 	}
-	meta := Metadata{Version: rec.Version, Source: rec.Source, Arch: rec.Arch, ImageName: rec.ImageName,
-		ConfigHash: rec.ConfigHash, BuiltAt: rec.BuiltAt, KconfigHash: rec.KconfigHash,
-		SourceVmlinuxSize: rec.SourceVmlinuxSize, SourceVmlinuxMtimeSecs: rec.SourceVmlinuxMtimeSecs}
-	if _, err := meta.check(); err != nil {
-		return nil, bad("%v", err)
-	}
-	rec.Migrated, rec.LastUsed, rec.Corrupt, rec.Manifest = nil, "", nil, index.Blob{}
+	scrubForRemote(rec) // a pusher that did not scrub must not plant its paths here
 	return rec, nil
 }
 
@@ -127,12 +122,10 @@ func (c *Cache) matchesLocal(want *index.Record) bool {
 	if err != nil {
 		return false
 	}
-	local, remote := e.Record, *want
-	scrubForRemote(&local)
-	local.StoredAt, remote.StoredAt = "", ""
-	a, err1 := index.EncodeManifest(&local)
-	b, err2 := index.EncodeManifest(&remote)
-	return err1 == nil && err2 == nil && bytes.Equal(a, b)
+	have, other := e.Record, *want
+	scrubForRemote(&have)
+	have.StoredAt, other.StoredAt = "", ""
+	return reflect.DeepEqual(have, other)
 }
 
 // fetchBlob makes b present in blobs/: nothing to do when it already is
@@ -150,7 +143,7 @@ func (c *Cache) fetchBlob(ctx context.Context, r remote.Remote, st *staging, key
 	defer body.Close()
 	where := fmt.Sprintf("%s/%s", r, name)
 	if obj.Size != b.Size {
-		return 0, fmt.Errorf("%s is %d bytes, the manifest says %d; nothing installed", where, obj.Size, b.Size)
+		return 0, fmt.Errorf("%s is %d bytes, the manifest says %d; nothing installed; push the key again from a cache that has it", where, obj.Size, b.Size)
 	}
 	w, err := c.blobs.NewWriter(st.dir)
 	if err != nil {
@@ -158,39 +151,34 @@ func (c *Cache) fetchBlob(ctx context.Context, r remote.Remote, st *staging, key
 	}
 	src := newProgressReader(io.LimitReader(body, b.Size+1), opt.Progress,
 		TransferProgress{Key: key, Role: b.Role, Object: name, Total: b.Size})
-	buf := make([]byte, 256<<10)
-	var n int64
-	for {
-		m, rerr := src.Read(buf)
-		if m > 0 {
-			if _, err := w.Write(buf[:m]); err != nil {
-				w.Abort()
-				return n, err
-			}
-			n += int64(m)
-			failpoint.Hit(failpoint.PullMidBlob)
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			w.Abort()
-			return n, rerr
-		}
+	n, err := io.Copy(midBlobFailpoint{w}, src)
+	if err != nil {
+		w.Abort()
+		return n, fmt.Errorf("%w; nothing installed, run the pull again", err)
 	}
 	if n != b.Size {
 		w.Abort()
-		return n, fmt.Errorf("%s: got %d bytes, want %d; nothing installed", where, n, b.Size)
+		return n, fmt.Errorf("%s: got %d bytes, want %d; nothing installed, run the pull again", where, n, b.Size)
 	}
 	if got := w.Digest(); got != b.Digest {
 		w.Abort()
-		return n, fmt.Errorf("%s: digest mismatch: the bytes have sha256 %s; the object is damaged on the server; nothing installed", where, got)
+		return n, fmt.Errorf("%s: digest mismatch: the bytes have sha256 %s; the object is damaged on the server (or was in transit); nothing installed; if a pull again fails the same way, push the key again from a cache that has it", where, got)
 	}
 	if _, _, err := w.Commit(); err != nil {
 		return n, err
 	}
 	b.Transferred = true
 	return n, nil
+}
+
+// midBlobFailpoint passes writes on and then hits the failpoint that kills a
+// pull with part of a blob staged.
+type midBlobFailpoint struct{ w io.Writer }
+
+func (m midBlobFailpoint) Write(p []byte) (int, error) {
+	n, err := m.w.Write(p)
+	failpoint.Hit(failpoint.PullMidBlob)
+	return n, err
 }
 
 // install records rec as key's entry under the key's exclusive lock: its

@@ -416,3 +416,38 @@ func TestPushRefusesDamagedLocalBlob(t *testing.T) {
 		t.Errorf("a manifest was published (stat: %v)", err)
 	}
 }
+
+// A manifest pushed by something that did not scrub it (another tool, an
+// older kcache) must not plant the pusher's local paths in this cache.
+func TestPullScrubsLocalPaths(t *testing.T) {
+	srv := s3test.Start(t)
+	r := openRemote(t, srv, "")
+	a, _ := newCache(t)
+	local := kcache.Metadata{Source: kcache.Source{Type: "local", SourceTreePath: ptr("/home/someone/linux")}, Arch: "x86_64", ImageName: "bzImage"}
+	e := storeKernel(t, a, "k", "image ", "", local)
+	if _, err := a.Push(bg, r, "k", kcache.TransferOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := e.Record
+	manifest, err := index.EncodeManifest(&rec) // unscrubbed: the tree path is in it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(manifest, []byte("/home/someone/linux")) {
+		t.Fatal("test setup: the manifest does not carry the path")
+	}
+	if err := r.Put(bg, remote.ManifestName("k"), bytes.NewReader(manifest), int64(len(manifest))); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := newCache(t)
+	if _, err := b.Pull(bg, r, "k", kcache.TransferOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Describe("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Source.SourceTreePath != nil {
+		t.Errorf("the pulled entry carries the pusher's path %q", *got.Source.SourceTreePath)
+	}
+}

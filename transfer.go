@@ -42,7 +42,7 @@ type TransferReport struct {
 	Bytes int64 `json:"bytes"`
 	// UpToDate is set by Pull when the local entry already matched the
 	// remote one, so nothing was installed.
-	UpToDate bool `json:"up_to_date,omitempty"`
+	UpToDate bool `json:"up_to_date"`
 }
 
 // entryBlobs lists rec's content blobs (not its manifest) with their roles.
