@@ -37,19 +37,13 @@ $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY ($AWS_SESSION_TOKEN) or
 ~/.aws/credentials ($AWS_PROFILE). An endpoint given as http://HOST:PORT, or
 --remote-insecure, speaks plain HTTP (a server on loopback).`
 
-// add registers the flags; optional makes a bare --remote mean $KCACHE_REMOTE
-// (lookup, where the flag switches the remote on).
+// add registers the flags. --remote's value is optional: bare, it means
+// $KCACHE_REMOTE (what lookup needs, where the flag switches the remote on).
 func (rf *remoteFlags) add(cmd *cobra.Command, usage string) {
 	cmd.Flags().StringVar(&rf.url, "remote", "", usage)
 	cmd.Flags().Lookup("remote").NoOptDefVal = remoteFromEnv
 	cmd.Flags().StringVar(&rf.endpoint, "remote-endpoint", "", "S3 endpoint, host[:port] or http(s)://host[:port] (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS)")
 	cmd.Flags().BoolVar(&rf.insecure, "remote-insecure", false, "speak plain HTTP to the endpoint (a test server on loopback)")
-}
-
-// remoteConfig is what the flags and environment say about the remote.
-type remoteConfig struct {
-	url, endpoint string
-	insecure      bool
 }
 
 // openS3 opens an S3 remote. It is nil in the default build, which leaves
@@ -58,12 +52,12 @@ type remoteConfig struct {
 // kcache command, lookups included. A nil openS3 makes remote commands run
 // the kcache-remote helper instead (see delegate), the way git runs
 // git-remote-https. Building with -tags kcache_s3 sets it (remote_s3.go).
-var openS3 func(remoteConfig) (remote.Remote, error)
+var openS3 func(remoteFlags) (remote.Remote, error)
 
 // open returns the configured remote. Without one it is a usage error that
 // says how to name one.
 func (rf *remoteFlags) open() (remote.Remote, error) {
-	cfg := remoteConfig{url: rf.url, endpoint: rf.endpoint, insecure: rf.insecure}
+	cfg := *rf
 	if cfg.url == "" || cfg.url == remoteFromEnv {
 		cfg.url = os.Getenv(remoteEnv)
 	}
@@ -99,14 +93,20 @@ func keyArgs(cmd *cobra.Command, keys []string) error {
 	return checkKeyArgs(keys)
 }
 
-// remoteAndCache opens the remote and the cache of a remote command. In a
-// build without the S3 client it runs the helper instead and returns the
-// helper's exit status as the error.
-func (a *app) remoteAndCache(rf *remoteFlags) (remote.Remote, *kcache.Cache, error) {
+// remote opens the remote of a remote command. In a build without the S3
+// client it runs the helper instead and returns the helper's exit status as
+// the error.
+func (a *app) remote(rf *remoteFlags) (remote.Remote, error) {
 	r, err := rf.open()
 	if errors.Is(err, errNeedHelper) {
-		return nil, nil, a.delegate()
+		return nil, a.delegate()
 	}
+	return r, err
+}
+
+// remoteAndCache is remote plus the cache.
+func (a *app) remoteAndCache(rf *remoteFlags) (remote.Remote, *kcache.Cache, error) {
+	r, err := a.remote(rf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -138,13 +138,9 @@ func (p *transferProgress) show(t kcache.TransferProgress) {
 
 // transferJSON is one key's line of push/pull --json.
 type transferJSON struct {
-	Key       string                `json:"key"`
-	Remote    string                `json:"remote"`
-	Blobs     []kcache.BlobTransfer `json:"blobs"`
-	Bytes     int64                 `json:"bytes"`
-	UpToDate  bool                  `json:"up_to_date"`
-	Error     string                `json:"error,omitempty"`
-	ErrorKind string                `json:"error_kind,omitempty"` // not_found, invalid, in_use, error
+	kcache.TransferReport
+	Error     string `json:"error,omitempty"`
+	ErrorKind string `json:"error_kind,omitempty"` // not_found, invalid, in_use, error
 }
 
 // transferKeys runs do for each key and reports the results: one line per
@@ -154,9 +150,9 @@ func transferKeys(a *app, asJSON bool, keys []string, do func(key string) (*kcac
 	code := exitOK
 	for _, key := range keys {
 		rep, err := do(key)
-		res := transferJSON{Key: key, Blobs: []kcache.BlobTransfer{}}
+		res := transferJSON{TransferReport: kcache.TransferReport{Key: key, Blobs: []kcache.BlobTransfer{}}}
 		if rep != nil {
-			res.Remote, res.Blobs, res.Bytes, res.UpToDate = rep.Remote, rep.Blobs, rep.Bytes, rep.UpToDate
+			res.TransferReport = *rep
 		}
 		if err != nil {
 			var c int
@@ -340,10 +336,7 @@ that cannot be used is listed last with the reason.
 ` + remoteHelp,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := rf.open()
-			if errors.Is(err, errNeedHelper) {
-				return a.delegate()
-			}
+			r, err := a.remote(&rf)
 			if err != nil {
 				return err
 			}

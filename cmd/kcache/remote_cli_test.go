@@ -21,7 +21,7 @@ import (
 // The test binary carries the S3 client, as kcache-remote does (the default
 // build delegates to it; TestCLIRemoteThroughHelper covers that path).
 func init() {
-	openS3 = func(cfg remoteConfig) (remote.Remote, error) {
+	openS3 = func(cfg remoteFlags) (remote.Remote, error) {
 		return s3.Open(s3.Config{URL: cfg.url, Endpoint: cfg.endpoint, Insecure: cfg.insecure})
 	}
 }

@@ -11,6 +11,6 @@ import (
 // binary that carries the S3 client. See openS3.
 func init() { openS3 = openS3Remote }
 
-func openS3Remote(cfg remoteConfig) (remote.Remote, error) {
+func openS3Remote(cfg remoteFlags) (remote.Remote, error) {
 	return s3.Open(s3.Config{URL: cfg.url, Endpoint: cfg.endpoint, Insecure: cfg.insecure})
 }
