@@ -172,9 +172,6 @@ func firstEnv(names ...string) string {
 // String returns the remote's URL.
 func (r *Remote) String() string { return r.url }
 
-// Bucket returns the bucket name.
-func (r *Remote) Bucket() string { return r.bucket }
-
 // Endpoint returns the server the remote talks to (scheme://host:port).
 func (r *Remote) Endpoint() string { return r.client.EndpointURL().String() }
 
@@ -192,7 +189,7 @@ func (r *Remote) fail(op, name string, err error) error {
 	case resp.Code == "NoSuchKey" || (resp.StatusCode == http.StatusNotFound && resp.Code != "NoSuchBucket" && name != ""):
 		return fmt.Errorf("%s %s: %w", op, r.describe(name), remote.ErrNotFound)
 	case resp.Code == "NoSuchBucket":
-		return fmt.Errorf("%s %s: bucket %q does not exist at %s (server: %s)", op, r.describe(name), r.bucket, r.Endpoint(), resp.Message)
+		return fmt.Errorf("%s %s: %w (server: %s)", op, r.describe(name), r.noBucket(), resp.Message)
 	case resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch":
 		return fmt.Errorf("%s %s: %s: %s (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the profile in ~/.aws/credentials)", op, r.describe(name), resp.Code, resp.Message)
 	case resp.Code != "":
@@ -202,7 +199,12 @@ func (r *Remote) fail(op, name string, err error) error {
 	if errors.As(err, &uerr) {
 		err = uerr.Err // the URL repeats the object, which we name already
 	}
-	return fmt.Errorf("%s %s (endpoint %s): %w", op, r.describe(name), r.Endpoint(), err)
+	return fmt.Errorf("%s %s (endpoint %s): %w; check that the server is up and --remote-endpoint or AWS_ENDPOINT_URL names it", op, r.describe(name), r.Endpoint(), err)
+}
+
+// noBucket is the error for a bucket the endpoint does not have.
+func (r *Remote) noBucket() error {
+	return fmt.Errorf("bucket %q does not exist at %s; create it, or fix the bucket in KCACHE_REMOTE / --remote", r.bucket, r.Endpoint())
 }
 
 // notFound tells a missing object from a missing bucket: a HEAD answer has
@@ -218,7 +220,7 @@ func (r *Remote) notFound(ctx context.Context, op, name string, err error) error
 	case berr != nil:
 		return r.fail(op, name, berr)
 	case !ok:
-		return fmt.Errorf("%s %s: bucket %q does not exist at %s", op, r.describe(name), r.bucket, r.Endpoint())
+		return fmt.Errorf("%s %s: %w", op, r.describe(name), r.noBucket())
 	}
 	r.bucketSeen.Store(true)
 	return err
