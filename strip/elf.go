@@ -125,10 +125,26 @@ func (f *file) readAt(off, n uint64, what string) ([]byte, error) {
 		return nil, formatErr("%s at offset %d size %d runs past the end of the file (%d bytes)", what, off, n, f.size)
 	}
 	buf := make([]byte, n)
-	if _, err := f.r.ReadAt(buf, int64(off)); err != nil && !(errors.Is(err, io.EOF) && end == uint64(f.size)) {
+	if err := readFull(f.r, buf, off); err != nil {
 		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	return buf, nil
+}
+
+// readFull fills buf from r at off. A ReaderAt may return io.EOF along
+// with a full buffer at the end of its input; io.EOF with fewer bytes means
+// the input is shorter than the size it was given as (truncated while
+// being read), and is an error rather than a buffer whose tail stays zero.
+func readFull(r io.ReaderAt, buf []byte, off uint64) error {
+	n, err := r.ReadAt(buf, int64(off))
+	switch {
+	case err == nil || (n == len(buf) && errors.Is(err, io.EOF)):
+		return nil
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("got %d of %d bytes at offset %d; the input is shorter than its stated size (truncated while being read?): %w",
+			n, len(buf), off, io.ErrUnexpectedEOF)
+	}
+	return err
 }
 
 // parse reads and checks the ELF header, the section header table, the

@@ -465,7 +465,7 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 	}
 	buf := make([]byte, end)
 	if prefix > 0 {
-		if _, err := f.r.ReadAt(buf[:prefix], 0); err != nil && !errors.Is(err, io.EOF) {
+		if err := readFull(f.r, buf[:prefix], 0); err != nil {
 			return nil, fmt.Errorf("read loaded image: %w", err)
 		}
 	}
@@ -475,7 +475,7 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 			copy(buf[o.s.off:], o.data)
 		case o.bytes && !inPrefix(o):
 			old := f.secs[o.old]
-			if _, err := f.r.ReadAt(buf[o.s.off:o.s.off+o.s.size], int64(old.off)); err != nil && !errors.Is(err, io.EOF) {
+			if err := readFull(f.r, buf[o.s.off:o.s.off+o.s.size], old.off); err != nil {
 				return nil, fmt.Errorf("read section %s: %w", old.name, err)
 			}
 		}
