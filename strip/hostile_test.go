@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/kcache/kcache/strip"
@@ -249,5 +251,17 @@ func TestShortReadIsAnError(t *testing.T) {
 	}
 	if got := sectionData(t, o, ".rodata"); !bytes.Equal(got, want) {
 		t.Errorf("%s strip of a short read: .rodata differs from the input's (%d bytes, want %d)", res.Mode, len(got), len(want))
+	}
+}
+
+// TestIKConfigELFUnreadableRodata: a .rodata that cannot be read is a
+// malformed file, not a kernel built without CONFIG_IKCONFIG.
+func TestIKConfigELFUnreadableRodata(t *testing.T) {
+	e := load64(t, "../testdata/elf/vmlinux-x86_64")
+	d := e.patched(e.field(".rodata", shOffset), 8, uint64(len(e.data))-1)
+	_, err := strip.IKConfigELF(bytes.NewReader(d), int64(len(d)))
+	var fe *strip.FormatError
+	if errors.Is(err, strip.ErrNoIKConfig) || !errors.As(err, &fe) || !strings.Contains(err.Error(), ".rodata") {
+		t.Errorf("IKConfigELF of a .rodata past the end of the file = %v; want a FormatError naming .rodata", err)
 	}
 }

@@ -52,13 +52,18 @@ func IKConfig(data []byte) (string, error) {
 }
 
 // IKConfigELF reads the embedded config of an ELF vmlinux from its .rodata
-// section (where the kernel puts it), reading nothing else.
+// section (where the kernel puts it), reading nothing else. A vmlinux
+// without .rodata, or without IKCONFIG in it, is ErrNoIKConfig; a .rodata
+// that cannot be read is an error that says so, not ErrNoIKConfig.
 func IKConfigELF(in io.ReaderAt, size int64) (string, error) {
 	f, err := parse(in, size)
 	if err != nil {
 		return "", err
 	}
-	data := f.sectionBytes(".rodata")
+	data, err := f.sectionBytes(".rodata")
+	if err != nil {
+		return "", err
+	}
 	if data == nil {
 		return "", ErrNoIKConfig
 	}

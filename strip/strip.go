@@ -643,17 +643,13 @@ func sameBytes(a, b io.Reader) error {
 	}
 }
 
-// sectionBytes reads the bytes of the first section with the given name,
-// or nil when there is none or it cannot be read.
-func (f *file) sectionBytes(name string) []byte {
+// sectionBytes reads the bytes of the first section with the given name;
+// nil and no error when there is none.
+func (f *file) sectionBytes(name string) ([]byte, error) {
 	for _, s := range f.secs {
 		if s.name == name && s.typ != shtNobits {
-			b, err := f.readAt(s.off, s.size, name)
-			if err != nil {
-				return nil
-			}
-			return b
+			return f.readAt(s.off, s.size, "section "+name)
 		}
 	}
-	return nil
+	return nil, nil
 }
