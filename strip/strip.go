@@ -315,15 +315,12 @@ func (f *file) rewriteSymbols(outs []*outSection, newIndex []uint32, symtab int,
 	for i := uint64(0); i < n; i++ {
 		ent := st.data[i*size : (i+1)*size]
 		raw := uint32(f.bo.Uint16(ent[off:]))
-		sec := raw
+		sec, newRaw, xval := raw, raw, uint32(0)
 		if raw == shnXindex {
 			if xtab == nil {
 				return formatErr("symbol %d uses SHN_XINDEX without a .symtab_shndx", i)
 			}
 			sec = f.bo.Uint32(xtab[i*4:])
-		}
-		newRaw, xval := raw, uint32(0)
-		if raw == shnXindex {
 			newRaw = 0 // resolved below; SHN_XINDEX only survives with a real index
 		}
 		if i > 0 && sec != shnUndef && (raw == shnXindex || raw < shnLoreserve) {
@@ -409,9 +406,6 @@ func (f *file) remapLinks(o *outSection, newIndex []uint32, acts []action) {
 	if old.flags&shfInfoLink != 0 {
 		o.s.info = remap(old.info)
 	}
-	if o.old == 0 {
-		o.s = section{} // rebuilt by write for extended numbering
-	}
 }
 
 // write lays the output out and serialises it: ELF header, program
@@ -480,7 +474,8 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 			}
 		}
 	}
-	// Section 0 carries the counts that do not fit the header fields.
+	// Section 0 is rebuilt here: it carries the counts that do not fit the
+	// header fields (extended numbering).
 	shstrndx := uint64(newIndex[f.h.realShstrndx])
 	s0 := &outs[0].s
 	*s0 = section{}
