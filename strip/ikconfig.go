@@ -1,7 +1,6 @@
 package strip
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"errors"
@@ -78,11 +77,9 @@ func ConfigValue(config, name string) (value string, ok bool) {
 	if !strings.HasPrefix(name, "CONFIG_") {
 		name = "CONFIG_" + name
 	}
-	sc := bufio.NewScanner(strings.NewReader(config))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if v, found := strings.CutPrefix(line, name+"="); found {
+	prefix := name + "="
+	for line := range strings.Lines(config) {
+		if v, found := strings.CutPrefix(strings.TrimSpace(line), prefix); found {
 			return v, true
 		}
 	}

@@ -269,8 +269,13 @@ func TestIKConfig(t *testing.T) {
 		"# CONFIG_HZ_250 is not set\nCONFIG_HZ=300": {"CONFIG_HZ", "300"},
 		"CONFIG_LOCALVERSION=\"-x\"\n":              {"LOCALVERSION", `"-x"`},
 		"  CONFIG_A=y  \n":                          {"A", "y"},
+		// A line longer than any scanner buffer does not hide what follows.
+		"# " + strings.Repeat("x", 2<<20) + "\nCONFIG_HZ=1000\n": {"HZ", "1000"},
 	} {
 		if got, ok := strip.ConfigValue(cfg, want[0]); !ok || got != want[1] {
+			if len(cfg) > 80 {
+				cfg = cfg[:40] + "..." + cfg[len(cfg)-40:]
+			}
 			t.Errorf("ConfigValue(%q, %s) = %q, %v; want %q", cfg, want[0], got, ok, want[1])
 		}
 	}
