@@ -279,9 +279,9 @@ func TestIKConfig(t *testing.T) {
 			t.Errorf("ConfigValue(%q, %s) = %q, %v; want %q", cfg, want[0], got, ok, want[1])
 		}
 	}
-	for _, name := range []string{"HZ_250", "FOO", "HZ"} {
-		if _, ok := strip.ConfigValue("# CONFIG_FOO is not set\nCONFIG_HZ_250=y\n", name); ok && name != "HZ_250" {
-			t.Errorf("ConfigValue found %s", name)
+	for name, want := range map[string]bool{"HZ_250": true, "FOO": false, "HZ": false} {
+		if v, ok := strip.ConfigValue("# CONFIG_FOO is not set\nCONFIG_HZ_250=y\n", name); ok != want || (ok && v != "y") {
+			t.Errorf("ConfigValue(%s) = %q, %v; want found %v", name, v, ok, want)
 		}
 	}
 }
