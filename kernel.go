@@ -34,7 +34,7 @@ func (c *Cache) KernelConfig(key string) (string, error) {
 		return "", fmt.Errorf("cache entry %q: %w", key, err)
 	}
 	if err != nil {
-		return "", fmt.Errorf("config of %q: %w", key, err)
+		return "", fmt.Errorf("config of %q: %w (run `kcache verify %s`)", key, err, key)
 	}
 	return config, nil
 }

@@ -125,10 +125,26 @@ func (f *file) readAt(off, n uint64, what string) ([]byte, error) {
 		return nil, formatErr("%s at offset %d size %d runs past the end of the file (%d bytes)", what, off, n, f.size)
 	}
 	buf := make([]byte, n)
-	if _, err := f.r.ReadAt(buf, int64(off)); err != nil && !(errors.Is(err, io.EOF) && end == uint64(f.size)) {
+	if err := readFull(f.r, buf, off); err != nil {
 		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	return buf, nil
+}
+
+// readFull fills buf from r at off. A ReaderAt may return io.EOF along
+// with a full buffer at the end of its input; io.EOF with fewer bytes means
+// the input is shorter than the size it was given as (truncated while
+// being read), and is an error rather than a buffer whose tail stays zero.
+func readFull(r io.ReaderAt, buf []byte, off uint64) error {
+	n, err := r.ReadAt(buf, int64(off))
+	switch {
+	case err == nil || (n == len(buf) && errors.Is(err, io.EOF)):
+		return nil
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("got %d of %d bytes at offset %d; the input is shorter than its stated size (truncated while being read?): %w",
+			n, len(buf), off, io.ErrUnexpectedEOF)
+	}
+	return err
 }
 
 // parse reads and checks the ELF header, the section header table, the
@@ -177,9 +193,6 @@ func parse(r io.ReaderAt, size int64) (*file, error) {
 	if h.shoff == 0 {
 		return nil, formatErr("no section header table")
 	}
-	if int(h.shentsize) < l.shentsize {
-		return nil, formatErr("section header entry size %d, want at least %d", h.shentsize, l.shentsize)
-	}
 	sh0, err := f.readAt(h.shoff, uint64(l.shentsize), "section header 0")
 	if err != nil {
 		return nil, err
@@ -202,13 +215,8 @@ func parse(r io.ReaderAt, size int64) (*file, error) {
 	if h.realShstrndx == shnUndef || h.realShstrndx >= h.realShnum {
 		return nil, formatErr("section name table index %d out of range (%d sections)", h.realShstrndx, h.realShnum)
 	}
-	table, err := f.readTable(h.shoff, h.realShnum, h.shentsize, "section header table")
-	if err != nil {
+	if f.secs, err = readTable(f, h.shoff, h.realShnum, h.shentsize, l.shentsize, "section header", f.decodeSection); err != nil {
 		return nil, err
-	}
-	f.secs = make([]section, h.realShnum)
-	for i := range f.secs {
-		f.secs[i] = f.decodeSection(table[i*int(h.shentsize):])
 	}
 	shstr := f.secs[h.realShstrndx]
 	if shstr.typ == shtNobits {
@@ -226,29 +234,34 @@ func parse(r io.ReaderAt, size int64) (*file, error) {
 		f.secs[i].name = n
 	}
 	if h.realPhnum > 0 {
-		if int(h.phentsize) < l.phentsize {
-			return nil, formatErr("program header entry size %d, want at least %d", h.phentsize, l.phentsize)
-		}
-		pt, err := f.readTable(h.phoff, h.realPhnum, h.phentsize, "program header table")
-		if err != nil {
+		if f.progs, err = readTable(f, h.phoff, h.realPhnum, h.phentsize, l.phentsize, "program header", f.decodeProg); err != nil {
 			return nil, err
-		}
-		f.progs = make([]prog, h.realPhnum)
-		for i := range f.progs {
-			f.progs[i] = f.decodeProg(pt[i*int(h.phentsize):])
 		}
 	}
 	return f, nil
 }
 
-// readTable reads count entries of entsize bytes at off. The count comes
-// from a header and is checked against what the file can hold before
-// anything is allocated.
-func (f *file) readTable(off, count uint64, entsize uint16, what string) ([]byte, error) {
+// readTable reads and decodes the header table of count entries of entsize
+// bytes at off (what: "section header" or "program header"); an entry must
+// hold at least minsize bytes. The count comes from a header and is checked
+// against what the file can hold before anything is allocated.
+func readTable[T any](f *file, off, count uint64, entsize uint16, minsize int, what string, decode func([]byte) T) ([]T, error) {
+	if int(entsize) < minsize {
+		return nil, formatErr("%s entry size %d, want at least %d", what, entsize, minsize)
+	}
+	what += " table"
 	if room := (uint64(f.size) - min(off, uint64(f.size))) / uint64(entsize); count > room {
 		return nil, formatErr("%s: %d entries do not fit in the file (room for %d)", what, count, room)
 	}
-	return f.readAt(off, count*uint64(entsize), what)
+	table, err := f.readAt(off, count*uint64(entsize), what)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, count)
+	for i := range out {
+		out[i] = decode(table[uint64(i)*uint64(entsize):])
+	}
+	return out, nil
 }
 
 // cstring returns the NUL-terminated string at off in tab.

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
+	"io"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/kcache/kcache/strip"
@@ -201,5 +204,64 @@ func TestNoSymtabIsRefused(t *testing.T) {
 	d := e.patched(e.field(".symtab", shType), 4, 1) // SHT_PROGBITS
 	if err := mustNotCrash(t, "no symtab", d); err == nil {
 		t.Error("a file without a symbol table was stripped")
+	}
+}
+
+// shortAt is an input whose read at off returns half the bytes asked for
+// and io.EOF, as a file truncated while it is being stripped does.
+type shortAt struct {
+	*bytes.Reader
+	off int64
+}
+
+func (r shortAt) ReadAt(p []byte, off int64) (int, error) {
+	if off != r.off || len(p) < 2 {
+		return r.Reader.ReadAt(p, off)
+	}
+	n, _ := r.Reader.ReadAt(p[:len(p)/2], off)
+	return n, io.EOF
+}
+
+// TestShortReadIsAnError: a read that ends early with io.EOF is an error,
+// never a kept section whose tail is left as zeros. Here the keep-list
+// rewrite, which reads .rodata on its own, must fail; the debug-only one
+// reads .rodata as part of the loaded image and keeps it byte for byte.
+func TestShortReadIsAnError(t *testing.T) {
+	e := load64(t, "../testdata/elf/vmlinux-x86_64")
+	f, err := elf.NewFile(bytes.NewReader(e.data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := f.Section(".rodata")
+	want, err := ro.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := strip.Strip(shortAt{bytes.NewReader(e.data), int64(ro.Offset)}, int64(len(e.data)), &out)
+	if err != nil {
+		return
+	}
+	if res.Mode != strip.DebugOnly {
+		t.Errorf("a short read of .rodata gave a %s strip; want the keep-list rewrite to fail", res.Mode)
+	}
+	o, err := elf.NewFile(bytes.NewReader(out.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sectionData(t, o, ".rodata"); !bytes.Equal(got, want) {
+		t.Errorf("%s strip of a short read: .rodata differs from the input's (%d bytes, want %d)", res.Mode, len(got), len(want))
+	}
+}
+
+// TestIKConfigELFUnreadableRodata: a .rodata that cannot be read is a
+// malformed file, not a kernel built without CONFIG_IKCONFIG.
+func TestIKConfigELFUnreadableRodata(t *testing.T) {
+	e := load64(t, "../testdata/elf/vmlinux-x86_64")
+	d := e.patched(e.field(".rodata", shOffset), 8, uint64(len(e.data))-1)
+	_, err := strip.IKConfigELF(bytes.NewReader(d), int64(len(d)))
+	var fe *strip.FormatError
+	if errors.Is(err, strip.ErrNoIKConfig) || !errors.As(err, &fe) || !strings.Contains(err.Error(), ".rodata") {
+		t.Errorf("IKConfigELF of a .rodata past the end of the file = %v; want a FormatError naming .rodata", err)
 	}
 }

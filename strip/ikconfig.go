@@ -1,7 +1,6 @@
 package strip
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"errors"
@@ -52,13 +51,18 @@ func IKConfig(data []byte) (string, error) {
 }
 
 // IKConfigELF reads the embedded config of an ELF vmlinux from its .rodata
-// section (where the kernel puts it), reading nothing else.
+// section (where the kernel puts it), reading nothing else. A vmlinux
+// without .rodata, or without IKCONFIG in it, is ErrNoIKConfig; a .rodata
+// that cannot be read is an error that says so, not ErrNoIKConfig.
 func IKConfigELF(in io.ReaderAt, size int64) (string, error) {
 	f, err := parse(in, size)
 	if err != nil {
 		return "", err
 	}
-	data := f.sectionBytes(".rodata")
+	data, err := f.sectionBytes(".rodata")
+	if err != nil {
+		return "", err
+	}
 	if data == nil {
 		return "", ErrNoIKConfig
 	}
@@ -73,11 +77,9 @@ func ConfigValue(config, name string) (value string, ok bool) {
 	if !strings.HasPrefix(name, "CONFIG_") {
 		name = "CONFIG_" + name
 	}
-	sc := bufio.NewScanner(strings.NewReader(config))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if v, found := strings.CutPrefix(line, name+"="); found {
+	prefix := name + "="
+	for line := range strings.Lines(config) {
+		if v, found := strings.CutPrefix(strings.TrimSpace(line), prefix); found {
 			return v, true
 		}
 	}

@@ -315,15 +315,12 @@ func (f *file) rewriteSymbols(outs []*outSection, newIndex []uint32, symtab int,
 	for i := uint64(0); i < n; i++ {
 		ent := st.data[i*size : (i+1)*size]
 		raw := uint32(f.bo.Uint16(ent[off:]))
-		sec := raw
+		sec, newRaw, xval := raw, raw, uint32(0)
 		if raw == shnXindex {
 			if xtab == nil {
 				return formatErr("symbol %d uses SHN_XINDEX without a .symtab_shndx", i)
 			}
 			sec = f.bo.Uint32(xtab[i*4:])
-		}
-		newRaw, xval := raw, uint32(0)
-		if raw == shnXindex {
 			newRaw = 0 // resolved below; SHN_XINDEX only survives with a real index
 		}
 		if i > 0 && sec != shnUndef && (raw == shnXindex || raw < shnLoreserve) {
@@ -409,9 +406,6 @@ func (f *file) remapLinks(o *outSection, newIndex []uint32, acts []action) {
 	if old.flags&shfInfoLink != 0 {
 		o.s.info = remap(old.info)
 	}
-	if o.old == 0 {
-		o.s = section{} // rebuilt by write for extended numbering
-	}
 }
 
 // write lays the output out and serialises it: ELF header, program
@@ -465,7 +459,7 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 	}
 	buf := make([]byte, end)
 	if prefix > 0 {
-		if _, err := f.r.ReadAt(buf[:prefix], 0); err != nil && !errors.Is(err, io.EOF) {
+		if err := readFull(f.r, buf[:prefix], 0); err != nil {
 			return nil, fmt.Errorf("read loaded image: %w", err)
 		}
 	}
@@ -475,12 +469,13 @@ func (f *file) write(outs []*outSection, newIndex []uint32, prefix uint64) ([]by
 			copy(buf[o.s.off:], o.data)
 		case o.bytes && !inPrefix(o):
 			old := f.secs[o.old]
-			if _, err := f.r.ReadAt(buf[o.s.off:o.s.off+o.s.size], int64(old.off)); err != nil && !errors.Is(err, io.EOF) {
+			if err := readFull(f.r, buf[o.s.off:o.s.off+o.s.size], old.off); err != nil {
 				return nil, fmt.Errorf("read section %s: %w", old.name, err)
 			}
 		}
 	}
-	// Section 0 carries the counts that do not fit the header fields.
+	// Section 0 is rebuilt here: it carries the counts that do not fit the
+	// header fields (extended numbering).
 	shstrndx := uint64(newIndex[f.h.realShstrndx])
 	s0 := &outs[0].s
 	*s0 = section{}
@@ -643,17 +638,13 @@ func sameBytes(a, b io.Reader) error {
 	}
 }
 
-// sectionBytes reads the bytes of the first section with the given name,
-// or nil when there is none or it cannot be read.
-func (f *file) sectionBytes(name string) []byte {
+// sectionBytes reads the bytes of the first section with the given name;
+// nil and no error when there is none.
+func (f *file) sectionBytes(name string) ([]byte, error) {
 	for _, s := range f.secs {
 		if s.name == name && s.typ != shtNobits {
-			b, err := f.readAt(s.off, s.size, name)
-			if err != nil {
-				return nil
-			}
-			return b
+			return f.readAt(s.off, s.size, "section "+name)
 		}
 	}
-	return nil
+	return nil, nil
 }

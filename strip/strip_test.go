@@ -269,14 +269,19 @@ func TestIKConfig(t *testing.T) {
 		"# CONFIG_HZ_250 is not set\nCONFIG_HZ=300": {"CONFIG_HZ", "300"},
 		"CONFIG_LOCALVERSION=\"-x\"\n":              {"LOCALVERSION", `"-x"`},
 		"  CONFIG_A=y  \n":                          {"A", "y"},
+		// A line longer than any scanner buffer does not hide what follows.
+		"# " + strings.Repeat("x", 2<<20) + "\nCONFIG_HZ=1000\n": {"HZ", "1000"},
 	} {
 		if got, ok := strip.ConfigValue(cfg, want[0]); !ok || got != want[1] {
+			if len(cfg) > 80 {
+				cfg = cfg[:40] + "..." + cfg[len(cfg)-40:]
+			}
 			t.Errorf("ConfigValue(%q, %s) = %q, %v; want %q", cfg, want[0], got, ok, want[1])
 		}
 	}
-	for _, name := range []string{"HZ_250", "FOO", "HZ"} {
-		if _, ok := strip.ConfigValue("# CONFIG_FOO is not set\nCONFIG_HZ_250=y\n", name); ok && name != "HZ_250" {
-			t.Errorf("ConfigValue found %s", name)
+	for name, want := range map[string]bool{"HZ_250": true, "FOO": false, "HZ": false} {
+		if v, ok := strip.ConfigValue("# CONFIG_FOO is not set\nCONFIG_HZ_250=y\n", name); ok != want || (ok && v != "y") {
+			t.Errorf("ConfigValue(%s) = %q, %v; want found %v", name, v, ok, want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -44,8 +45,7 @@ func expectedBuildID(t *testing.T, fixture string) string {
 // ID and CONFIG_HZ, and config, lookup --build-id find them.
 func TestCLIStoreStripsAndRecords(t *testing.T) {
 	root := t.TempDir()
-	img := filepath.Join(t.TempDir(), "bzImage")
-	os.WriteFile(img, []byte("boot image"), 0o644)
+	img := cliWrite(t, t.TempDir(), "bzImage", "boot image")
 	_, stderr, code := runIn(t, root, "store", "k", "--image", img, "--vmlinux", fixtureX86)
 	if code != 0 || stderr != "" {
 		t.Fatalf("store: exit %d, stderr %q", code, stderr)
@@ -121,22 +121,23 @@ func TestCLIStoreStripsAndRecords(t *testing.T) {
 func TestCLIStoreFallsBackToRaw(t *testing.T) {
 	root := t.TempDir()
 	dir := t.TempDir()
-	img := filepath.Join(dir, "bzImage")
-	os.WriteFile(img, []byte("boot image"), 0o644)
+	img := cliWrite(t, dir, "bzImage", "boot image")
 	// An ELF without a symbol table: both rewrites refuse it.
-	data, _ := os.ReadFile(fixtureX86)
-	f, _ := elf.NewFile(bytes.NewReader(data))
-	sh := f.Section(".symtab")
-	idx := 0
-	for i, s := range f.Sections {
-		if s == sh {
-			idx = i
-		}
+	data, err := os.ReadFile(fixtureX86)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := slices.IndexFunc(f.Sections, func(s *elf.Section) bool { return s.Type == elf.SHT_SYMTAB })
+	if idx < 0 {
+		t.Fatalf("%s has no symbol table", fixtureX86)
 	}
 	shoff := f.ByteOrder.Uint64(data[40:])
 	data[shoff+uint64(idx*64)+4] = 1 // SHT_PROGBITS
-	vml := filepath.Join(dir, "vmlinux")
-	os.WriteFile(vml, data, 0o644)
+	vml := cliWrite(t, dir, "vmlinux", string(data))
 	_, stderr, code := runIn(t, root, "store", "raw", "--image", img, "--vmlinux", vml)
 	if code != 0 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, `"raw"`) || !strings.Contains(stderr, "symbol table") {
 		t.Fatalf("store: exit %d, stderr %q; want one warning naming the key and the reason", code, stderr)
@@ -177,8 +178,7 @@ func TestCLIStrip(t *testing.T) {
 		t.Errorf("strip without -o: exit %d %q", code, stdout)
 	}
 	// A non-ELF input is an error and leaves the old output alone.
-	bad := filepath.Join(dir, "bad")
-	os.WriteFile(bad, []byte("not an elf"), 0o644)
+	bad := cliWrite(t, dir, "bad", "not an elf")
 	before, _ := os.ReadFile(out)
 	if _, stderr, code := runIn(t, dir, "strip", bad, "-o", out); code != exitError || !strings.Contains(stderr, "not an ELF") {
 		t.Errorf("strip of a non-ELF file: exit %d %q", code, stderr)
@@ -196,10 +196,8 @@ func TestCLIStrip(t *testing.T) {
 func TestCLIConfigHZ(t *testing.T) {
 	root := t.TempDir()
 	dir := t.TempDir()
-	img := filepath.Join(dir, "bzImage")
-	os.WriteFile(img, []byte("boot image"), 0o644)
-	cfg := filepath.Join(dir, ".config")
-	os.WriteFile(cfg, []byte("CONFIG_HZ_1000=y\nCONFIG_HZ=1000\n"), 0o644)
+	img := cliWrite(t, dir, "bzImage", "boot image")
+	cfg := cliWrite(t, dir, ".config", "CONFIG_HZ_1000=y\nCONFIG_HZ=1000\n")
 	for _, tc := range []struct {
 		key, vmlinux string
 		config       bool
