@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -206,15 +205,11 @@ func (f *Fixture) Put(key string, image []byte, vmlinux string, meta legacy.Meta
 
 // rewriteMeta rewrites metadata.json in place the way ktstr formats it.
 func (f *Fixture) rewriteMeta(key string, meta legacy.Metadata) error {
-	data, err := marshalMeta(meta)
+	data, err := legacy.MarshalMetadata(meta)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(f.Root, key, "metadata.json"), data, 0o644)
-}
-
-func marshalMeta(meta legacy.Metadata) ([]byte, error) {
-	return json.MarshalIndent(meta, "", "  ")
 }
 
 func sum(b []byte) string {
