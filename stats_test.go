@@ -308,6 +308,16 @@ func TestStatsBytesAndDedup(t *testing.T) {
 	if r2.Blobs.RecordedBytes != r.Blobs.RecordedBytes || r2.Blobs.OnDiskBytes != duBlobs(t, root) {
 		t.Errorf("recorded %d (was %d), on disk %d (du %d)", r2.Blobs.RecordedBytes, r.Blobs.RecordedBytes, r2.Blobs.OnDiskBytes, duBlobs(t, root))
 	}
+
+	// A file named like c's lost image but not at its blob path does not
+	// make it present: it is unreferenced, and the blob is still missing.
+	stray := filepath.Join(root, "blobs", filepath.Base(lost.ImagePath))
+	writeFile(t, filepath.Dir(stray), filepath.Base(stray), []byte("stray"))
+	r3 := mustStats(t, c)
+	if r3.Blobs.MissingCount != 1 || r3.Blobs.UnreferencedCount != 2 || r3.Blobs.UnreferencedBytes != int64(len("orphan")+len("stray")) {
+		t.Errorf("with %s: missing %d, unreferenced %d files %d bytes; want 1 missing, the orphan and the stray file unreferenced",
+			stray, r3.Blobs.MissingCount, r3.Blobs.UnreferencedCount, r3.Blobs.UnreferencedBytes)
+	}
 }
 
 // Stats counts staging and quarantine usage, shows the last gc and sweep
