@@ -3,6 +3,8 @@ package kcache_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"io/fs"
@@ -49,8 +51,9 @@ func updateIndex(t *testing.T, root string, fn func(tx *index.Tx) error) {
 	}
 }
 
-// treeState is every path under a root with its size, mode and mtime, plus
-// the bytes of index.db: two equal states mean nothing was written.
+// treeState is every path under a root with its mode, mtime and size (and
+// a regular file's sha256), plus the bytes of <root>/index.db: two equal
+// states mean nothing was written.
 type treeState struct {
 	files map[string]string
 	index []byte
@@ -70,7 +73,16 @@ func snapshotTree(t *testing.T, root string) treeState {
 		if err != nil {
 			return err
 		}
-		st.files[p] = fi.Mode().String() + " " + fi.ModTime().Format(time.RFC3339Nano) + " " + strconv.FormatInt(fi.Size(), 10)
+		desc := fi.Mode().String() + " " + fi.ModTime().Format(time.RFC3339Nano) + " " + strconv.FormatInt(fi.Size(), 10)
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(data)
+			desc += " " + hex.EncodeToString(sum[:])
+		}
+		st.files[p] = desc
 		return nil
 	})
 	if err != nil {
