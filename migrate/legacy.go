@@ -288,8 +288,8 @@ func ParseMetadata(data []byte) (*Metadata, *Corrupt) {
 		}
 		return nil, &Corrupt{KindParseError, "metadata.json parse error: " + err.Error()}
 	}
-	if off := dec.InputOffset(); len(bytes.TrimLeft(data[off:], " \t\r\n")) != 0 {
-		return nil, &Corrupt{KindMalformed, fmt.Sprintf("metadata.json malformed: trailing characters at byte %d", off+int64(len(data[off:])-len(bytes.TrimLeft(data[off:], " \t\r\n"))))}
+	if rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n"); len(rest) != 0 {
+		return nil, &Corrupt{KindMalformed, fmt.Sprintf("metadata.json malformed: trailing characters at byte %d", len(data)-len(rest))}
 	}
 	fields, c := objectFields(doc, "struct KernelMetadata")
 	if c != nil {
