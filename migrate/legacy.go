@@ -119,6 +119,14 @@ func LockPath(root, key string) string {
 	return filepath.Join(root, ".locks", key+".lock")
 }
 
+// StagingPath returns the directory ktstr stages an entry of key in when
+// this process writes it: <root>/.tmp-<key>-<pid> (§4.1). ktstr's listing
+// never reads it and its orphan sweep (§7) removes it once the process is
+// dead. Only the path; nothing is created.
+func StagingPath(root, key string) string {
+	return filepath.Join(root, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
+}
+
 // ErrRoot is matched by every root-resolution error.
 var ErrRoot = errors.New("cannot resolve the ktstr cache root")
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 
 	"github.com/kcache/kcache/internal/legacy"
+	"github.com/kcache/kcache/migrate"
 	"github.com/kcache/kcache/strip"
 )
 
@@ -63,7 +64,7 @@ func Build(root, work, testdata string) (*Fixture, error) {
 	}
 	// An entry without a lock file (copied from elsewhere): read unlocked.
 	k0, _ := entryMeta(0)
-	if err := os.Remove(filepath.Join(root, ".locks", k0+".lock")); err != nil {
+	if err := os.Remove(migrate.LockPath(root, k0)); err != nil {
 		return nil, err
 	}
 	// Optional keys absent from the file altogether (not null).

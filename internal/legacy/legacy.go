@@ -139,7 +139,7 @@ func Store(root, key, imagePath, vmlinuxPath string, meta Metadata) (*Entry, err
 	if err := os.MkdirAll(filepath.Join(root, ".locks"), 0o755); err != nil {
 		return nil, err
 	}
-	lk, err := os.OpenFile(filepath.Join(root, ".locks", key+".lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	lk, err := os.OpenFile(migrate.LockPath(root, key), os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +147,7 @@ func Store(root, key, imagePath, vmlinuxPath string, meta Metadata) (*Entry, err
 	if err := unix.Flock(int(lk.Fd()), unix.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("flock %s: %w", lk.Name(), err)
 	}
-	staging := filepath.Join(root, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
+	staging := migrate.StagingPath(root, key)
 	if err := os.RemoveAll(staging); err != nil {
 		return nil, err
 	}
