@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -64,32 +63,6 @@ func records(t *testing.T, c *kcache.Cache) map[string]index.Record {
 		out[le.Key] = r
 	}
 	return out
-}
-
-// tree lists every path under root with its size and mode.
-func tree(t *testing.T, root string) string {
-	t.Helper()
-	var lines []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		size := fi.Size()
-		if d.IsDir() {
-			size = 0
-		}
-		lines = append(lines, fmt.Sprintf("%s %d %v %d", p, size, fi.Mode(), fi.ModTime().UnixNano()))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
 }
 
 func readFile(t *testing.T, p string) []byte {
@@ -206,7 +179,7 @@ func TestDoctorRebuildNewestManifestWins(t *testing.T) {
 func TestDoctorHealthyChangesNothing(t *testing.T) {
 	c, root := newCache(t)
 	fill(t, c, 5)
-	beforeIndex, beforeTree := readFile(t, c.IndexPath()), tree(t, root)
+	before := snapshotTree(t, root)
 	for _, opt := range []kcache.DoctorOptions{{}, {DryRun: true}, {DryRun: true, RebuildIndex: true, Compact: true}} {
 		rep, err := c.Doctor(opt)
 		if err != nil {
@@ -215,12 +188,7 @@ func TestDoctorHealthyChangesNothing(t *testing.T) {
 		if !rep.Healthy() || (rep.Compact != nil && rep.Compact.Compacted) {
 			t.Errorf("Doctor(%+v) on a healthy cache = %+v", opt, rep)
 		}
-		if string(readFile(t, c.IndexPath())) != string(beforeIndex) {
-			t.Errorf("Doctor(%+v) changed index.db", opt)
-		}
-		if got := tree(t, root); got != beforeTree {
-			t.Errorf("Doctor(%+v) changed the cache directory:\n%s\nwant\n%s", opt, got, beforeTree)
-		}
+		before.diff(t, snapshotTree(t, root), fmt.Sprintf("Doctor(%+v)", opt))
 	}
 }
 
@@ -249,14 +217,12 @@ func TestDoctorQuarantinesForeignFilesAndMarksMissingBlobs(t *testing.T) {
 	foreign = append(foreign, filepath.Join(root, "olddir"))
 	sort.Strings(foreign)
 
-	beforeIndex, beforeTree := readFile(t, c.IndexPath()), tree(t, root)
+	before := snapshotTree(t, root)
 	dry, err := c.Doctor(kcache.DoctorOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(readFile(t, c.IndexPath())) != string(beforeIndex) || tree(t, root) != beforeTree {
-		t.Error("--dry-run changed the cache")
-	}
+	before.diff(t, snapshotTree(t, root), "doctor --dry-run")
 	var paths []string
 	for _, f := range dry.Foreign {
 		paths = append(paths, f.Path)
@@ -293,14 +259,12 @@ func TestDoctorQuarantinesForeignFilesAndMarksMissingBlobs(t *testing.T) {
 		t.Errorf("list after doctor = %v", kinds)
 	}
 	// A second run finds the entry still corrupt, but changes nothing.
-	beforeIndex, beforeTree = readFile(t, c.IndexPath()), tree(t, root)
+	before = snapshotTree(t, root)
 	rep, err = c.Doctor(kcache.DoctorOptions{})
 	if err != nil || len(rep.Foreign) != 0 || len(rep.Corrupt) != 1 {
 		t.Errorf("second doctor = %+v, %v", rep, err)
 	}
-	if string(readFile(t, c.IndexPath())) != string(beforeIndex) || tree(t, root) != beforeTree {
-		t.Error("a second doctor changed the cache")
-	}
+	before.diff(t, snapshotTree(t, root), "a second doctor")
 }
 
 // A file that is mostly free pages is compacted: smaller afterwards, same

@@ -125,7 +125,7 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
 
-	staging := filepath.Join(dir, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
+	staging := migrate.StagingPath(dir, key)
 	if err := os.RemoveAll(staging); err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
@@ -166,7 +166,7 @@ func installExported(staging, final, dir, key string, timeout time.Duration) err
 		// ktstr creates lock files lazily and never removes them; creating
 		// one here closes the window where a reader creates it after a
 		// mere existence check.
-		l, err := lock.Acquire(bg, filepath.Join(dir, ".locks", key+".lock"), lock.Exclusive, timeout,
+		l, err := lock.Acquire(bg, migrate.LockPath(dir, key), lock.Exclusive, timeout,
 			fmt.Sprintf("ktstr cache entry %q in %s", key, dir))
 		if err != nil {
 			return err

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"reflect"
 	"time"
 
@@ -426,7 +425,7 @@ func (c *Cache) removeLegacy(from, key string, rec *index.Record) error {
 			return fmt.Errorf("kcache's copy does not verify (%w); the source is kept", err)
 		}
 	}
-	aside := filepath.Join(from, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
+	aside := migrate.StagingPath(from, key)
 	if err := os.RemoveAll(aside); err != nil {
 		return err
 	}

@@ -2,8 +2,6 @@ package kcache_test
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -33,40 +31,6 @@ func migFixture(t *testing.T) *ktstrfixture.Fixture {
 		t.Fatalf("fixture has %d valid entries", len(f.Valid))
 	}
 	return f
-}
-
-// migSnapshot describes every file and directory under root (type, size,
-// content hash, mode), to prove a tree was not modified.
-func migSnapshot(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) && p == root {
-			return fs.SkipAll
-		}
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		desc := fi.Mode().String()
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			s := sha256.Sum256(data)
-			desc += " " + hex.EncodeToString(s[:])
-		}
-		out[p] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func migKeys[T any](m map[string]T) []string {
@@ -131,7 +95,7 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	f := migFixture(t)
 	root := t.TempDir()
 	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
-	before := migSnapshot(t, f.Root)
+	before := snapshotTree(t, f.Root)
 	var progress []int
 	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second, Progress: func(done, total int) {
 		progress = append(progress, done)
@@ -182,8 +146,8 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	if len(l.Entries) != len(f.Valid) {
 		t.Fatalf("kcache lists %d entries; want %d", len(l.Entries), len(f.Valid))
 	}
-	if after := migSnapshot(t, f.Root); !reflect.DeepEqual(before, after) {
-		t.Fatalf("migrate modified the source:\nbefore %v\nafter  %v", before, after)
+	if before.diff(t, snapshotTree(t, f.Root), "migrate"); t.Failed() {
+		t.FailNow()
 	}
 
 	// Second run: everything skipped, index.db byte for byte the same.
@@ -239,7 +203,7 @@ func TestMigrateDryRunWritesNothing(t *testing.T) {
 	f := migFixture(t)
 	root := filepath.Join(t.TempDir(), "kcache")
 	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
-	before := migSnapshot(t, f.Root)
+	before := snapshotTree(t, f.Root)
 	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, DryRun: true, RemoveSource: true, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -250,8 +214,8 @@ func TestMigrateDryRunWritesNothing(t *testing.T) {
 	if _, err := os.Stat(root); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("dry run created the kcache root (%v)", err)
 	}
-	if after := migSnapshot(t, f.Root); !reflect.DeepEqual(before, after) {
-		t.Fatal("dry run modified the source")
+	if before.diff(t, snapshotTree(t, f.Root), "a dry-run migrate"); t.Failed() {
+		t.FailNow()
 	}
 	// A missing source is an empty one.
 	if r, err := c.Migrate(kcache.MigrateOptions{From: filepath.Join(t.TempDir(), "none")}); err != nil || len(r.Imported)+len(r.Corrupt) != 0 {

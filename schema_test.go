@@ -53,7 +53,9 @@ func schemaOf(t *testing.T, root string) uint32 {
 	}
 	defer db.Close()
 	var v uint32
-	_ = db.View(func(tx *index.Tx) error { v, _ = tx.Schema(); return nil })
+	if err := db.View(func(tx *index.Tx) error { v, _ = tx.Schema(); return nil }); err != nil {
+		t.Fatalf("schema of %s: %v", root, err)
+	}
 	return v
 }
 

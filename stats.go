@@ -268,7 +268,7 @@ func (c *Cache) Stats() (*StatsReport, error) {
 		r.Blobs.OnDiskBytes += size
 		r.Blobs.OnDiskCount++
 		name := filepath.Base(path)
-		if _, ok := referenced[name]; ok && filepath.Join(c.blobs.Dir(), name[:2], name) == path {
+		if _, ok := referenced[name]; ok && c.blobs.Path(name) == path {
 			present[name] = true
 			return
 		}

@@ -3,6 +3,8 @@ package kcache_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"io/fs"
@@ -49,8 +51,9 @@ func updateIndex(t *testing.T, root string, fn func(tx *index.Tx) error) {
 	}
 }
 
-// treeState is every path under a root with its size, mode and mtime, plus
-// the bytes of index.db: two equal states mean nothing was written.
+// treeState is every path under a root with its mode, mtime and size (and
+// a regular file's sha256), plus the bytes of <root>/index.db: two equal
+// states mean nothing was written.
 type treeState struct {
 	files map[string]string
 	index []byte
@@ -70,7 +73,16 @@ func snapshotTree(t *testing.T, root string) treeState {
 		if err != nil {
 			return err
 		}
-		st.files[p] = fi.Mode().String() + " " + fi.ModTime().Format(time.RFC3339Nano) + " " + strconv.FormatInt(fi.Size(), 10)
+		desc := fi.Mode().String() + " " + fi.ModTime().Format(time.RFC3339Nano) + " " + strconv.FormatInt(fi.Size(), 10)
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(data)
+			desc += " " + hex.EncodeToString(sum[:])
+		}
+		st.files[p] = desc
 		return nil
 	})
 	if err != nil {
@@ -307,6 +319,16 @@ func TestStatsBytesAndDedup(t *testing.T) {
 	}
 	if r2.Blobs.RecordedBytes != r.Blobs.RecordedBytes || r2.Blobs.OnDiskBytes != duBlobs(t, root) {
 		t.Errorf("recorded %d (was %d), on disk %d (du %d)", r2.Blobs.RecordedBytes, r.Blobs.RecordedBytes, r2.Blobs.OnDiskBytes, duBlobs(t, root))
+	}
+
+	// A file named like c's lost image but not at its blob path does not
+	// make it present: it is unreferenced, and the blob is still missing.
+	stray := filepath.Join(root, "blobs", filepath.Base(lost.ImagePath))
+	writeFile(t, filepath.Dir(stray), filepath.Base(stray), []byte("stray"))
+	r3 := mustStats(t, c)
+	if r3.Blobs.MissingCount != 1 || r3.Blobs.UnreferencedCount != 2 || r3.Blobs.UnreferencedBytes != int64(len("orphan")+len("stray")) {
+		t.Errorf("with %s: missing %d, unreferenced %d files %d bytes; want 1 missing, the orphan and the stray file unreferenced",
+			stray, r3.Blobs.MissingCount, r3.Blobs.UnreferencedCount, r3.Blobs.UnreferencedBytes)
 	}
 }
 

@@ -119,6 +119,14 @@ func LockPath(root, key string) string {
 	return filepath.Join(root, ".locks", key+".lock")
 }
 
+// StagingPath returns the directory ktstr stages an entry of key in when
+// this process writes it: <root>/.tmp-<key>-<pid> (§4.1). ktstr's listing
+// never reads it and its orphan sweep (§7) removes it once the process is
+// dead. Only the path; nothing is created.
+func StagingPath(root, key string) string {
+	return filepath.Join(root, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
+}
+
 // ErrRoot is matched by every root-resolution error.
 var ErrRoot = errors.New("cannot resolve the ktstr cache root")
 
@@ -288,8 +296,8 @@ func ParseMetadata(data []byte) (*Metadata, *Corrupt) {
 		}
 		return nil, &Corrupt{KindParseError, "metadata.json parse error: " + err.Error()}
 	}
-	if off := dec.InputOffset(); len(bytes.TrimLeft(data[off:], " \t\r\n")) != 0 {
-		return nil, &Corrupt{KindMalformed, fmt.Sprintf("metadata.json malformed: trailing characters at byte %d", off+int64(len(data[off:])-len(bytes.TrimLeft(data[off:], " \t\r\n"))))}
+	if rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n"); len(rest) != 0 {
+		return nil, &Corrupt{KindMalformed, fmt.Sprintf("metadata.json malformed: trailing characters at byte %d", len(data)-len(rest))}
 	}
 	fields, c := objectFields(doc, "struct KernelMetadata")
 	if c != nil {

@@ -1,6 +1,7 @@
 package migrate_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -41,7 +42,7 @@ func TestParseMetadataClasses(t *testing.T) {
 		{"cut after key", `{"source":`, migrate.KindTruncated, ""},
 		{"cut in string", `{"arch": "x86`, migrate.KindTruncated, ""},
 		{"not json", "not json", migrate.KindMalformed, ""},
-		{"trailing garbage", goodMeta + " x", migrate.KindMalformed, "trailing"},
+		{"trailing garbage", goodMeta + " x", migrate.KindMalformed, fmt.Sprintf("trailing characters at byte %d", len(goodMeta)+1)},
 		{"second document", goodMeta + "{}", migrate.KindMalformed, "trailing"},
 		{"bad token", `{"arch": x}`, migrate.KindMalformed, ""},
 		{"array", `[]`, migrate.KindSchemaDrift, "invalid type"},

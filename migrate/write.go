@@ -12,7 +12,7 @@ import (
 // same value. Reader and writer of the format live together here.
 func MarshalMetadata(m *Metadata) ([]byte, error) {
 	return marshalNoHTMLEscape(metadataJSON{
-		Version: m.Version, Source: sourceJSON(m.Source), Arch: m.Arch,
+		Version: m.Version, Source: m.Source, Arch: m.Arch,
 		ImageName: m.ImageName, ConfigHash: m.ConfigHash, BuiltAt: m.BuiltAt,
 		KtstrKconfigHash: m.KtstrKconfigHash, HasVmlinux: m.HasVmlinux,
 		VmlinuxStripped: m.VmlinuxStripped, SourceVmlinuxSize: m.SourceVmlinuxSize,
@@ -23,24 +23,22 @@ func MarshalMetadata(m *Metadata) ([]byte, error) {
 // metadataJSON is ktstr's metadata.json: fields in ktstr's order, every
 // optional one present (null when unset).
 type metadataJSON struct {
-	Version                *string    `json:"version"`
-	Source                 sourceJSON `json:"source"`
-	Arch                   string     `json:"arch"`
-	ImageName              string     `json:"image_name"`
-	ConfigHash             *string    `json:"config_hash"`
-	BuiltAt                string     `json:"built_at"`
-	KtstrKconfigHash       *string    `json:"ktstr_kconfig_hash"`
-	HasVmlinux             bool       `json:"has_vmlinux"`
-	VmlinuxStripped        bool       `json:"vmlinux_stripped"`
-	SourceVmlinuxSize      *uint64    `json:"source_vmlinux_size"`
-	SourceVmlinuxMtimeSecs *int64     `json:"source_vmlinux_mtime_secs"`
+	Version                *string `json:"version"`
+	Source                 Source  `json:"source"`
+	Arch                   string  `json:"arch"`
+	ImageName              string  `json:"image_name"`
+	ConfigHash             *string `json:"config_hash"`
+	BuiltAt                string  `json:"built_at"`
+	KtstrKconfigHash       *string `json:"ktstr_kconfig_hash"`
+	HasVmlinux             bool    `json:"has_vmlinux"`
+	VmlinuxStripped        bool    `json:"vmlinux_stripped"`
+	SourceVmlinuxSize      *uint64 `json:"source_vmlinux_size"`
+	SourceVmlinuxMtimeSecs *int64  `json:"source_vmlinux_mtime_secs"`
 }
 
-// sourceJSON is ktstr's internally tagged source: "type" first, then every
-// payload key of the variant in ktstr's order, null when unset.
-type sourceJSON Source
-
-func (s sourceJSON) MarshalJSON() ([]byte, error) {
+// MarshalJSON writes ktstr's internally tagged source: "type" first, then
+// every payload key of the variant in ktstr's order, null when unset.
+func (s Source) MarshalJSON() ([]byte, error) {
 	var v any
 	switch s.Type {
 	case "tarball":

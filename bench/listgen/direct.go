@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -215,7 +214,7 @@ func writeDirect(ktstr, blobs, sharedVmlinux string, e *directEntry) error {
 	if err := os.Link(sharedVmlinux, filepath.Join(dir, "vmlinux")); err != nil {
 		return err
 	}
-	meta, err := json.MarshalIndent(e.meta, "", "  ")
+	meta, err := legacy.MarshalMetadata(e.meta)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -96,11 +95,11 @@ func run(args []string) error {
 		if err := os.WriteFile(filepath.Join(dir, "vmlinux"), data[4096:], 0o644); err != nil {
 			return err
 		}
-		meta, err := json.MarshalIndent(legacy.Metadata{
+		meta, err := legacy.MarshalMetadata(legacy.Metadata{
 			Version: &version, Source: legacy.Source{Type: "tarball"}, Arch: "x86_64", ImageName: "bzImage",
 			BuiltAt:    time.Unix(1775000000+int64(i)*60, 0).UTC().Format("2006-01-02T15:04:05Z"),
 			HasVmlinux: true,
-		}, "", "  ")
+		})
 		if err != nil {
 			return err
 		}

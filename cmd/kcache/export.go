@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/kcache/kcache"
@@ -51,16 +50,8 @@ entry was in use, else 3 if one was not found.`,
 			}
 			code := exitOK
 			for _, f := range rep.Failed {
-				switch {
-				case errors.Is(f.Err, kcache.ErrInUse):
-					code = worse(code, exitInUse)
-				case errors.Is(f.Err, kcache.ErrNotFound):
-					code = worse(code, exitNotFound)
-				case errors.Is(f.Err, kcache.ErrInvalid):
-					code = worse(code, exitUsage)
-				default:
-					code = worse(code, exitError)
-				}
+				_, c := errorKind(f.Err)
+				code = worse(code, c)
 			}
 			if asJSON {
 				if err := writeJSON(a.stdout, rep); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kcache/kcache"
@@ -42,6 +43,11 @@ func TestExportCLIReadableAsKtstrCache(t *testing.T) {
 	_, _, code = runIn(t, root, "export", key, "absent", dir)
 	if code != exitNotFound {
 		t.Errorf("export of a missing key: exit %d, want %d", code, exitNotFound)
+	}
+	// An invalid key outranks a missing one (the exit code is the most
+	// serious failure), and every key is still tried.
+	if stdout, _, code := runIn(t, root, "export", "absent", "..", key, dir); code != exitUsage || !strings.Contains(stdout, key) {
+		t.Errorf("export of a missing, an invalid and a good key: exit %d, want %d; stdout %q", code, exitUsage, stdout)
 	}
 	if _, _, code = runIn(t, root, "export", dir); code != exitUsage {
 		t.Errorf("export without a key: exit %d, want %d", code, exitUsage)

@@ -10,12 +10,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/kcache/kcache/internal/legacy"
+	"github.com/kcache/kcache/migrate"
 	"github.com/kcache/kcache/strip"
 )
 
@@ -64,7 +64,7 @@ func Build(root, work, testdata string) (*Fixture, error) {
 	}
 	// An entry without a lock file (copied from elsewhere): read unlocked.
 	k0, _ := entryMeta(0)
-	if err := os.Remove(filepath.Join(root, ".locks", k0+".lock")); err != nil {
+	if err := os.Remove(migrate.LockPath(root, k0)); err != nil {
 		return nil, err
 	}
 	// Optional keys absent from the file altogether (not null).
@@ -206,15 +206,11 @@ func (f *Fixture) Put(key string, image []byte, vmlinux string, meta legacy.Meta
 
 // rewriteMeta rewrites metadata.json in place the way ktstr formats it.
 func (f *Fixture) rewriteMeta(key string, meta legacy.Metadata) error {
-	data, err := marshalMeta(meta)
+	data, err := legacy.MarshalMetadata(meta)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(f.Root, key, "metadata.json"), data, 0o644)
-}
-
-func marshalMeta(meta legacy.Metadata) ([]byte, error) {
-	return json.MarshalIndent(meta, "", "  ")
 }
 
 func sum(b []byte) string {

@@ -30,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/kcache/kcache/internal/fsync"
+	"github.com/kcache/kcache/migrate"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,28 +47,9 @@ type Source struct {
 	SourceTreePath *string // local
 }
 
-// MarshalJSON writes the variant's keys in ktstr's order.
-func (s Source) MarshalJSON() ([]byte, error) {
-	switch s.Type {
-	case "tarball":
-		return json.Marshal(struct {
-			Type string `json:"type"`
-		}{s.Type})
-	case "git":
-		return json.Marshal(struct {
-			Type    string  `json:"type"`
-			GitHash *string `json:"git_hash"`
-			Ref     *string `json:"ref"`
-		}{s.Type, s.GitHash, s.Ref})
-	case "local":
-		return json.Marshal(struct {
-			Type           string  `json:"type"`
-			SourceTreePath *string `json:"source_tree_path"`
-			GitHash        *string `json:"git_hash"`
-		}{s.Type, s.SourceTreePath, s.GitHash})
-	}
-	return nil, fmt.Errorf("unknown source type %q", s.Type)
-}
+// MarshalJSON writes the variant's keys in ktstr's order
+// (migrate.Source's writer).
+func (s Source) MarshalJSON() ([]byte, error) { return migrate.Source(s).MarshalJSON() }
 
 // UnmarshalJSON reads any variant; absent payload keys stay nil.
 func (s *Source) UnmarshalJSON(b []byte) error {
@@ -90,6 +72,10 @@ func (s *Source) UnmarshalJSON(b []byte) error {
 }
 
 // Metadata is metadata.json, fields in the order ktstr writes them (§1.2).
+// Its tags are for reading: Lookup and List parse with json.Unmarshal, as
+// lax and as fast as ktstr's serde reader, not with migrate's strict parser,
+// so the baseline is not slowed by checks ktstr does not make. Writing goes
+// through MarshalMetadata.
 type Metadata struct {
 	Version                *string `json:"version"`
 	Source                 Source  `json:"source"`
@@ -102,6 +88,18 @@ type Metadata struct {
 	VmlinuxStripped        bool    `json:"vmlinux_stripped"`
 	SourceVmlinuxSize      *uint64 `json:"source_vmlinux_size"`
 	SourceVmlinuxMtimeSecs *int64  `json:"source_vmlinux_mtime_secs"`
+}
+
+// MarshalMetadata returns m as ktstr writes metadata.json
+// (migrate.MarshalMetadata, the one writer of that format).
+func MarshalMetadata(m Metadata) ([]byte, error) {
+	return migrate.MarshalMetadata(&migrate.Metadata{
+		Version: m.Version, Source: migrate.Source(m.Source), Arch: m.Arch,
+		ImageName: m.ImageName, ConfigHash: m.ConfigHash, BuiltAt: m.BuiltAt,
+		KtstrKconfigHash: m.KtstrKconfigHash, HasVmlinux: m.HasVmlinux,
+		VmlinuxStripped: m.VmlinuxStripped, SourceVmlinuxSize: m.SourceVmlinuxSize,
+		SourceVmlinuxMtimeSecs: m.SourceVmlinuxMtimeSecs,
+	})
 }
 
 // Entry is a usable cache entry; Path is <root>/<key>.
@@ -141,7 +139,7 @@ func Store(root, key, imagePath, vmlinuxPath string, meta Metadata) (*Entry, err
 	if err := os.MkdirAll(filepath.Join(root, ".locks"), 0o755); err != nil {
 		return nil, err
 	}
-	lk, err := os.OpenFile(filepath.Join(root, ".locks", key+".lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	lk, err := os.OpenFile(migrate.LockPath(root, key), os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +147,7 @@ func Store(root, key, imagePath, vmlinuxPath string, meta Metadata) (*Entry, err
 	if err := unix.Flock(int(lk.Fd()), unix.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("flock %s: %w", lk.Name(), err)
 	}
-	staging := filepath.Join(root, fmt.Sprintf(".tmp-%s-%d", key, os.Getpid()))
+	staging := migrate.StagingPath(root, key)
 	if err := os.RemoveAll(staging); err != nil {
 		return nil, err
 	}
@@ -167,7 +165,7 @@ func Store(root, key, imagePath, vmlinuxPath string, meta Metadata) (*Entry, err
 			return nil, fmt.Errorf("copy vmlinux to cache: %w", err)
 		}
 	}
-	data, err := json.MarshalIndent(meta, "", "  ")
+	data, err := MarshalMetadata(meta)
 	if err != nil {
 		return nil, err
 	}

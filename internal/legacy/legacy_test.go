@@ -69,6 +69,28 @@ func TestMetadataFormat(t *testing.T) {
 	}
 }
 
+// <, > and & are written as they are, as ktstr's serde_json writes them
+// (encoding/json would escape them as \u003c...), and read back.
+func TestMetadataNoHTMLEscape(t *testing.T) {
+	root := t.TempDir()
+	m := meta("2026-04-18T10:00:00Z")
+	m.Source.SourceTreePath = ptr("/home/u/a&b<c>")
+	if _, err := Store(root, "k", writeInput(t, "bzImage", "img"), "", m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(root, "k", "metadata.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got), `"source_tree_path": "/home/u/a&b<c>",`) {
+		t.Errorf("metadata.json:\n%s", got)
+	}
+	e, err := Lookup(root, "k")
+	if err != nil || *e.Meta.Source.SourceTreePath != "/home/u/a&b<c>" {
+		t.Errorf("lookup: %+v, %v", e, err)
+	}
+}
+
 func TestStoreLookupReplaceList(t *testing.T) {
 	root := t.TempDir()
 	if _, err := Lookup(root, "a"); err == nil {
