@@ -417,16 +417,6 @@ func (t *Tx) Get(key string) (*Record, error) {
 	return decodeRecord(key, v)
 }
 
-// GetRaw returns the encoded record stored under key, or nil. The bytes are
-// the index file's mapping: valid until the transaction ends, never to be
-// modified. DecodeRecord turns them into a record (ListEach decodes them on
-// other goroutines; Get is GetRaw and DecodeRecord).
-func (t *Tx) GetRaw(key string) []byte { return t.tx.Bucket(bucketEntries).Get([]byte(key)) }
-
-// DecodeRecord decodes and checks a record read with GetRaw; a record that
-// does not decode is a *DecodeError. The result does not refer to data.
-func DecodeRecord(key string, data []byte) (*Record, error) { return decodeRecord(key, data) }
-
 // RawEntry is an entry's key and encoded record, both the index file's
 // mapping: valid until the transaction ends, never to be modified.
 type RawEntry struct{ Key, Value []byte }
@@ -443,9 +433,11 @@ func (t *Tx) RawEntries(sizeHint int) []RawEntry {
 	return ents
 }
 
-// DecodeRecordInto is DecodeRecord into r, which it overwrites (zero on an
-// error): a caller decoding many records reuses one Record. The key is only
-// read for the error.
+// DecodeRecordInto decodes and checks a record read with RawEntries into r,
+// which it overwrites (zero on an error): a caller decoding many records
+// (ListEach, on other goroutines) reuses one Record. A record that does not
+// decode is a *DecodeError; the key is only read for it. The result does not
+// refer to data.
 func DecodeRecordInto(key []byte, data []byte, r *Record) error {
 	if err := decodeRecordInto("", data, r); err != nil {
 		var derr *DecodeError
