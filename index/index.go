@@ -174,18 +174,7 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 		PreLoadFreelist: opt.loadFreelist,
 	})
 	if err != nil {
-		switch {
-		case errors.Is(err, bolterrors.ErrTimeout):
-			return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrBusy, opt.Timeout)
-		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
-			errors.Is(err, bolterrors.ErrVersionMismatch):
-			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
-		case !isOSError(err):
-			// bbolt's own complaints without a sentinel ("file size too
-			// small", a bad page size) are about the file's content.
-			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
-		}
-		return nil, fmt.Errorf("open index %s: %w", path, err)
+		return nil, openError(path, opt.Timeout, err)
 	}
 	db = &DB{bolt: b, path: path}
 	if err := db.View(func(tx *Tx) error { return tx.checkSchema(opt) }); err != nil {
@@ -200,6 +189,24 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// openError classifies an error of bolt.Open: ErrBusy after waiting timeout
+// for the lock, ErrCorrupt for anything about the file's content, else the
+// operating system's error.
+func openError(path string, timeout time.Duration, err error) error {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("open %s: %w (waited %s)", path, ErrBusy, timeout)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, bolterrors.ErrVersionMismatch):
+		return fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
+	case !isOSError(err):
+		// bbolt's own complaints without a sentinel ("file size too
+		// small", a bad page size) are about the file's content.
+		return fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
+	}
+	return fmt.Errorf("open index %s: %w", path, err)
 }
 
 // create makes a new, fully initialised index file and links it into place,
@@ -249,11 +256,10 @@ func (d *DB) View(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.View(func(btx *bolt.Tx) error {
-		tx := &Tx{tx: btx}
-		if err := d.checkSize(btx); err != nil {
+		if err := checkSize(d.path, btx); err != nil {
 			return err
 		}
-		return fn(tx)
+		return fn(&Tx{tx: btx})
 	})
 }
 
@@ -262,7 +268,7 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.Update(func(btx *bolt.Tx) error {
-		if err := d.checkSize(btx); err != nil {
+		if err := checkSize(d.path, btx); err != nil {
 			return err
 		}
 		return fn(&Tx{tx: btx})
@@ -271,13 +277,13 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 
 // checkSize refuses a file shorter than its meta page says: reading past the
 // end of the mapping would kill the process with SIGBUS.
-func (d *DB) checkSize(btx *bolt.Tx) error {
-	fi, err := os.Stat(d.path)
+func checkSize(path string, btx *bolt.Tx) error {
+	fi, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("stat index %s: %w", d.path, err)
+		return fmt.Errorf("stat index %s: %w", path, err)
 	}
 	if fi.Size() < btx.Size() {
-		return fmt.Errorf("%w: %s is %d bytes but its header says %d (truncated)", ErrCorrupt, d.path, fi.Size(), btx.Size())
+		return fmt.Errorf("%w: %s is %d bytes but its header says %d (truncated)", ErrCorrupt, path, fi.Size(), btx.Size())
 	}
 	return nil
 }
