@@ -624,13 +624,12 @@ func (t *Tx) dropRefs(rec *Record) (released []string, err error) {
 // at zero the blob is marked dying (see Forget).
 func (t *Tx) addRef(digest string, size int64, delta int64) (int64, error) {
 	b := t.tx.Bucket(bucketBlobs)
-	var ref BlobRef
+	ref := BlobRef{Size: size}
 	if v := b.Get([]byte(digest)); v != nil {
-		if err := msgpack.Unmarshal(v, &ref); err != nil {
-			return 0, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+		var err error
+		if ref, err = decodeBlobRef(digest, v); err != nil {
+			return 0, err
 		}
-	} else {
-		ref.Size = size
 	}
 	ref.Refs += delta
 	if ref.Refs <= 0 {
@@ -649,11 +648,20 @@ func (t *Tx) Blob(digest string) (BlobRef, bool, error) {
 	if v == nil {
 		return BlobRef{}, false, nil
 	}
-	var ref BlobRef
-	if err := msgpack.Unmarshal(v, &ref); err != nil {
-		return BlobRef{}, false, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+	ref, err := decodeBlobRef(digest, v)
+	if err != nil {
+		return BlobRef{}, false, err
 	}
 	return ref, true, nil
+}
+
+// decodeBlobRef decodes the blobs bucket's value for digest.
+func decodeBlobRef[K string | []byte](digest K, v []byte) (BlobRef, error) {
+	var ref BlobRef
+	if err := msgpack.Unmarshal(v, &ref); err != nil {
+		return BlobRef{}, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+	}
+	return ref, nil
 }
 
 // Counters kept in the stats bucket.
@@ -726,9 +734,9 @@ func (t *Tx) Forget(digests []string) error {
 // ForEachBlob calls fn for every blob the index knows, in digest order.
 func (t *Tx) ForEachBlob(fn func(digest string, ref BlobRef) error) error {
 	return t.tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-		var ref BlobRef
-		if err := msgpack.Unmarshal(v, &ref); err != nil {
-			return fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, k, err)
+		ref, err := decodeBlobRef(k, v)
+		if err != nil {
+			return err
 		}
 		return fn(string(k), ref)
 	})
@@ -739,9 +747,9 @@ func (t *Tx) ForEachBlob(fn func(digest string, ref BlobRef) error) error {
 func (t *Tx) DyingBlobs() (map[string]time.Time, error) {
 	out := map[string]time.Time{}
 	err := t.tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-		var ref BlobRef
-		if err := msgpack.Unmarshal(v, &ref); err != nil {
-			return fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, k, err)
+		ref, err := decodeBlobRef(k, v)
+		if err != nil {
+			return err
 		}
 		if ref.Dying != "" {
 			since, _ := time.Parse(time.RFC3339Nano, ref.Dying)
