@@ -464,8 +464,9 @@ func (t *Tx) CountByTime() int { return t.tx.Bucket(bucketByTime).Stats().KeyN }
 
 // HasTimeKey reports whether the by_time ordering holds key at builtAt.
 func (t *Tx) HasTimeKey(builtAt, key string) bool {
-	k, _ := t.tx.Bucket(bucketByTime).Cursor().Seek(timeKey(builtAt, key))
-	return k != nil && bytes.Equal(k, timeKey(builtAt, key))
+	tk := timeKey(builtAt, key)
+	k, _ := t.tx.Bucket(bucketByTime).Cursor().Seek(tk)
+	return bytes.Equal(k, tk)
 }
 
 // ForEach calls fn for every entry in key order. A record that does not
