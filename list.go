@@ -42,51 +42,89 @@ type ListOptions struct {
 // It decodes every record and sorts in memory rather than walking by_time:
 // measured faster for a full listing (reference/bbolt-and-remote.md §1.2).
 func (c *Cache) List(opt ListOptions) (*Listing, error) {
-	if opt.KconfigHash != "" && !validHash8(opt.KconfigHash) {
-		return nil, invalidf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", opt.KconfigHash)
+	if err := opt.check(); err != nil {
+		return nil, err
 	}
 	l := &Listing{Root: c.root, CurrentKconfigHash: opt.KconfigHash}
 	_, err := c.view(func(tx *index.Tx) error {
 		if l.CurrentKconfigHash == "" {
 			l.CurrentKconfigHash = tx.KconfigHash()
 		}
-		pins, err := tx.Pins()
+		ls, err := c.newLister(tx)
 		if err != nil {
 			return err
 		}
-		// Blobs are checked inside the transaction: writers delete the
-		// blobs they release before closing the index, so a concurrent
-		// replacement cannot make a good entry look corrupt.
-		st := c.newBlobStatter()
-		defer st.close()
-		return tx.ForEach(func(key string, rec *index.Record, err error) error {
-			var derr *index.DecodeError
-			if errors.As(err, &derr) {
-				l.Entries = append(l.Entries, Listed{Key: key, Corrupt: corruptFromDecode(key, derr)})
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			var pin *index.Pin
-			if p, ok := pins[key]; ok {
-				pin = &p
-			}
-			e, err := c.entryFromStat(rec, pin, st.stat)
-			var cerr *CorruptError
-			if errors.As(err, &cerr) {
-				l.Entries = append(l.Entries, Listed{Key: key, Corrupt: cerr})
-				return nil
-			}
-			l.Entries = append(l.Entries, Listed{Key: key, Entry: e})
-			return err
-		})
+		defer ls.close()
+		l.Entries, err = ls.all(tx)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", c.root, err)
 	}
 	sortListed(l.Entries)
 	return l, nil
+}
+
+func (o ListOptions) check() error {
+	if o.KconfigHash != "" && !validHash8(o.KconfigHash) {
+		return invalidf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", o.KconfigHash)
+	}
+	return nil
+}
+
+// lister makes the rows of List and ListEach: it decides whether a record
+// is usable, with its pin, and checks its blobs (see entryFromStat).
+type lister struct {
+	c    *Cache
+	pins map[string]index.Pin
+	st   *blobStatter
+}
+
+// newLister reads the pins of tx. Blobs are checked inside the transaction:
+// writers delete the blobs they release before closing the index, so a
+// concurrent replacement cannot make a good entry look corrupt.
+func (c *Cache) newLister(tx *index.Tx) (*lister, error) {
+	pins, err := tx.Pins()
+	if err != nil {
+		return nil, err
+	}
+	return &lister{c: c, pins: pins, st: c.newBlobStatter()}, nil
+}
+
+func (ls *lister) close() { ls.st.close() }
+
+// listed is the row of one record as tx.ForEach passes it: a record that
+// does not decode, or whose blobs are missing or damaged, is a corrupt row;
+// any other error is returned.
+func (ls *lister) listed(key string, rec *index.Record, err error) (Listed, error) {
+	var derr *index.DecodeError
+	if errors.As(err, &derr) {
+		return Listed{Key: key, Corrupt: corruptFromDecode(key, derr)}, nil
+	}
+	if err != nil {
+		return Listed{}, err
+	}
+	var pin *index.Pin
+	if p, ok := ls.pins[key]; ok {
+		pin = &p
+	}
+	e, err := ls.c.entryFromStat(rec, pin, ls.st.stat)
+	var cerr *CorruptError
+	if errors.As(err, &cerr) {
+		return Listed{Key: key, Corrupt: cerr}, nil
+	}
+	return Listed{Key: key, Entry: e}, err
+}
+
+// all returns the rows of every record, in key order.
+func (ls *lister) all(tx *index.Tx) ([]Listed, error) {
+	var all []Listed
+	err := tx.ForEach(func(key string, rec *index.Record, err error) error {
+		l, err := ls.listed(key, rec, err)
+		all = append(all, l)
+		return err
+	})
+	return all, err
 }
 
 // ListEach is List without holding the listing in memory: it calls fn for
@@ -109,8 +147,8 @@ func (c *Cache) List(opt ListOptions) (*Listing, error) {
 // number of keys than it has entries (damage, which `kcache doctor`
 // repairs) is listed as List does, buffered.
 func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn func(Listed) error) (current string, err error) {
-	if opt.KconfigHash != "" && !validHash8(opt.KconfigHash) {
-		return "", invalidf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", opt.KconfigHash)
+	if err := opt.check(); err != nil {
+		return "", err
 	}
 	current = opt.KconfigHash
 	var fnErr error
@@ -140,39 +178,14 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 		if err := start(); err != nil {
 			return err
 		}
-		pins, err := tx.Pins()
+		ls, err := c.newLister(tx)
 		if err != nil {
 			return err
 		}
-		st := c.newBlobStatter()
-		defer st.close()
-		listed := func(key string, rec *index.Record, err error) (Listed, error) {
-			var derr *index.DecodeError
-			if errors.As(err, &derr) {
-				return Listed{Key: key, Corrupt: corruptFromDecode(key, derr)}, nil
-			}
-			if err != nil {
-				return Listed{}, err
-			}
-			var pin *index.Pin
-			if p, ok := pins[key]; ok {
-				pin = &p
-			}
-			e, err := c.entryFromStat(rec, pin, st.stat)
-			var cerr *CorruptError
-			if errors.As(err, &cerr) {
-				return Listed{Key: key, Corrupt: cerr}, nil
-			}
-			return Listed{Key: key, Entry: e}, err
-		}
+		defer ls.close()
 		n := tx.Count()
 		if tx.CountByTime() != n {
-			var all []Listed
-			err := tx.ForEach(func(key string, rec *index.Record, err error) error {
-				l, err := listed(key, rec, err)
-				all = append(all, l)
-				return err
-			})
+			all, err := ls.all(tx)
 			if err != nil {
 				return err
 			}
@@ -220,7 +233,7 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 		// The records by key, looked up by the workers (a binary search
 		// costs a fraction of a B+tree Get): two slices per entry.
 		ents := tx.RawEntries(n)
-		p := newListPipeline(n, ents, listed, emit)
+		p := newListPipeline(n, ents, ls.listed, emit)
 		defer p.stop()
 		var group [][]byte // keys sharing groupAt, newest group first
 		var groupAt []byte
@@ -267,7 +280,7 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 				if err == nil && tx.HasTimeKey(rec.BuiltAt, key) || err != nil && seenCorrupt[key] {
 					return nil
 				}
-				l, err := listed(key, rec, err)
+				l, err := ls.listed(key, rec, err)
 				if err != nil {
 					return err
 				}

@@ -28,7 +28,7 @@ func decodeFast(data []byte, r *Record) bool {
 	d.s = string(data)
 	var seen uint32
 	for range n {
-		name, ok := d.key()
+		name, ok := d.str()
 		if !ok {
 			return false
 		}
@@ -215,15 +215,7 @@ func (d *fastDecoder) strBytes() (off, n int, ok bool) {
 	return off, int(l), true
 }
 
-// key reads a map key; the result is only compared, never kept.
-func (d *fastDecoder) key() (string, bool) {
-	off, n, ok := d.strBytes()
-	if !ok {
-		return "", false
-	}
-	return d.s[off : off+n], true
-}
-
+// str reads a str (a value or a map key) as a slice of s.
 func (d *fastDecoder) str() (string, bool) {
 	off, n, ok := d.strBytes()
 	if !ok {
@@ -356,7 +348,7 @@ func (d *fastDecoder) fields(field func(name string) (bit uint8, ok bool)) bool 
 	}
 	var seen uint8
 	for range n {
-		name, ok := d.key()
+		name, ok := d.str()
 		if !ok {
 			return false
 		}

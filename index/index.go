@@ -174,18 +174,7 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 		PreLoadFreelist: opt.loadFreelist,
 	})
 	if err != nil {
-		switch {
-		case errors.Is(err, bolterrors.ErrTimeout):
-			return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrBusy, opt.Timeout)
-		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
-			errors.Is(err, bolterrors.ErrVersionMismatch):
-			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
-		case !isOSError(err):
-			// bbolt's own complaints without a sentinel ("file size too
-			// small", a bad page size) are about the file's content.
-			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
-		}
-		return nil, fmt.Errorf("open index %s: %w", path, err)
+		return nil, openError(path, opt.Timeout, err)
 	}
 	db = &DB{bolt: b, path: path}
 	if err := db.View(func(tx *Tx) error { return tx.checkSchema(opt) }); err != nil {
@@ -200,6 +189,24 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// openError classifies an error of bolt.Open: ErrBusy after waiting timeout
+// for the lock, ErrCorrupt for anything about the file's content, else the
+// operating system's error.
+func openError(path string, timeout time.Duration, err error) error {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("open %s: %w (waited %s)", path, ErrBusy, timeout)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, bolterrors.ErrVersionMismatch):
+		return fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
+	case !isOSError(err):
+		// bbolt's own complaints without a sentinel ("file size too
+		// small", a bad page size) are about the file's content.
+		return fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
+	}
+	return fmt.Errorf("open index %s: %w", path, err)
 }
 
 // create makes a new, fully initialised index file and links it into place,
@@ -249,11 +256,10 @@ func (d *DB) View(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.View(func(btx *bolt.Tx) error {
-		tx := &Tx{tx: btx}
-		if err := d.checkSize(btx); err != nil {
+		if err := checkSize(d.path, btx); err != nil {
 			return err
 		}
-		return fn(tx)
+		return fn(&Tx{tx: btx})
 	})
 }
 
@@ -262,7 +268,7 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.Update(func(btx *bolt.Tx) error {
-		if err := d.checkSize(btx); err != nil {
+		if err := checkSize(d.path, btx); err != nil {
 			return err
 		}
 		return fn(&Tx{tx: btx})
@@ -271,13 +277,13 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 
 // checkSize refuses a file shorter than its meta page says: reading past the
 // end of the mapping would kill the process with SIGBUS.
-func (d *DB) checkSize(btx *bolt.Tx) error {
-	fi, err := os.Stat(d.path)
+func checkSize(path string, btx *bolt.Tx) error {
+	fi, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("stat index %s: %w", d.path, err)
+		return fmt.Errorf("stat index %s: %w", path, err)
 	}
 	if fi.Size() < btx.Size() {
-		return fmt.Errorf("%w: %s is %d bytes but its header says %d (truncated)", ErrCorrupt, d.path, fi.Size(), btx.Size())
+		return fmt.Errorf("%w: %s is %d bytes but its header says %d (truncated)", ErrCorrupt, path, fi.Size(), btx.Size())
 	}
 	return nil
 }
@@ -417,16 +423,6 @@ func (t *Tx) Get(key string) (*Record, error) {
 	return decodeRecord(key, v)
 }
 
-// GetRaw returns the encoded record stored under key, or nil. The bytes are
-// the index file's mapping: valid until the transaction ends, never to be
-// modified. DecodeRecord turns them into a record (ListEach decodes them on
-// other goroutines; Get is GetRaw and DecodeRecord).
-func (t *Tx) GetRaw(key string) []byte { return t.tx.Bucket(bucketEntries).Get([]byte(key)) }
-
-// DecodeRecord decodes and checks a record read with GetRaw; a record that
-// does not decode is a *DecodeError. The result does not refer to data.
-func DecodeRecord(key string, data []byte) (*Record, error) { return decodeRecord(key, data) }
-
 // RawEntry is an entry's key and encoded record, both the index file's
 // mapping: valid until the transaction ends, never to be modified.
 type RawEntry struct{ Key, Value []byte }
@@ -443,9 +439,11 @@ func (t *Tx) RawEntries(sizeHint int) []RawEntry {
 	return ents
 }
 
-// DecodeRecordInto is DecodeRecord into r, which it overwrites (zero on an
-// error): a caller decoding many records reuses one Record. The key is only
-// read for the error.
+// DecodeRecordInto decodes and checks a record read with RawEntries into r,
+// which it overwrites (zero on an error): a caller decoding many records
+// (ListEach, on other goroutines) reuses one Record. A record that does not
+// decode is a *DecodeError; the key is only read for it. The result does not
+// refer to data.
 func DecodeRecordInto(key []byte, data []byte, r *Record) error {
 	if err := decodeRecordInto("", data, r); err != nil {
 		var derr *DecodeError
@@ -466,8 +464,9 @@ func (t *Tx) CountByTime() int { return t.tx.Bucket(bucketByTime).Stats().KeyN }
 
 // HasTimeKey reports whether the by_time ordering holds key at builtAt.
 func (t *Tx) HasTimeKey(builtAt, key string) bool {
-	k, _ := t.tx.Bucket(bucketByTime).Cursor().Seek(timeKey(builtAt, key))
-	return k != nil && bytes.Equal(k, timeKey(builtAt, key))
+	tk := timeKey(builtAt, key)
+	k, _ := t.tx.Bucket(bucketByTime).Cursor().Seek(tk)
+	return bytes.Equal(k, tk)
 }
 
 // ForEach calls fn for every entry in key order. A record that does not
@@ -626,13 +625,12 @@ func (t *Tx) dropRefs(rec *Record) (released []string, err error) {
 // at zero the blob is marked dying (see Forget).
 func (t *Tx) addRef(digest string, size int64, delta int64) (int64, error) {
 	b := t.tx.Bucket(bucketBlobs)
-	var ref BlobRef
+	ref := BlobRef{Size: size}
 	if v := b.Get([]byte(digest)); v != nil {
-		if err := msgpack.Unmarshal(v, &ref); err != nil {
-			return 0, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+		var err error
+		if ref, err = decodeBlobRef(digest, v); err != nil {
+			return 0, err
 		}
-	} else {
-		ref.Size = size
 	}
 	ref.Refs += delta
 	if ref.Refs <= 0 {
@@ -651,11 +649,20 @@ func (t *Tx) Blob(digest string) (BlobRef, bool, error) {
 	if v == nil {
 		return BlobRef{}, false, nil
 	}
-	var ref BlobRef
-	if err := msgpack.Unmarshal(v, &ref); err != nil {
-		return BlobRef{}, false, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+	ref, err := decodeBlobRef(digest, v)
+	if err != nil {
+		return BlobRef{}, false, err
 	}
 	return ref, true, nil
+}
+
+// decodeBlobRef decodes the blobs bucket's value for digest.
+func decodeBlobRef[K string | []byte](digest K, v []byte) (BlobRef, error) {
+	var ref BlobRef
+	if err := msgpack.Unmarshal(v, &ref); err != nil {
+		return BlobRef{}, fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, digest, err)
+	}
+	return ref, nil
 }
 
 // Counters kept in the stats bucket.
@@ -728,9 +735,9 @@ func (t *Tx) Forget(digests []string) error {
 // ForEachBlob calls fn for every blob the index knows, in digest order.
 func (t *Tx) ForEachBlob(fn func(digest string, ref BlobRef) error) error {
 	return t.tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-		var ref BlobRef
-		if err := msgpack.Unmarshal(v, &ref); err != nil {
-			return fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, k, err)
+		ref, err := decodeBlobRef(k, v)
+		if err != nil {
+			return err
 		}
 		return fn(string(k), ref)
 	})
@@ -741,9 +748,9 @@ func (t *Tx) ForEachBlob(fn func(digest string, ref BlobRef) error) error {
 func (t *Tx) DyingBlobs() (map[string]time.Time, error) {
 	out := map[string]time.Time{}
 	err := t.tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-		var ref BlobRef
-		if err := msgpack.Unmarshal(v, &ref); err != nil {
-			return fmt.Errorf("%w: blob record %s: %v", ErrCorrupt, k, err)
+		ref, err := decodeBlobRef(k, v)
+		if err != nil {
+			return err
 		}
 		if ref.Dying != "" {
 			since, _ := time.Parse(time.RFC3339Nano, ref.Dying)

@@ -160,6 +160,55 @@ func TestDecodeErrorKinds(t *testing.T) {
 	}
 }
 
+// A damaged blob record is ErrCorrupt naming the digest, on every path that
+// reads one: Blob, ForEachBlob, DyingBlobs, Put's check of its blobs and the
+// reference counting of Delete.
+func TestDamagedBlobRecordIsCorrupt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "index.db")
+	db := openRW(t, path)
+	if err := db.Update(func(tx *index.Tx) error {
+		_, err := tx.Put(record("k", "2026-01-01T00:00:00Z", 1), always)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	b, err := bolt.Open(path, 0o644, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := digest(1) // k's image
+	if err := b.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("blobs")).Put([]byte(bad), []byte{0xc1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	db = openRW(t, path)
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, index.ErrCorrupt) || !strings.Contains(err.Error(), "blob record "+bad) {
+			t.Errorf("%s of a damaged blob record = %v; want ErrCorrupt naming %s", what, err, bad)
+		}
+	}
+	db.View(func(tx *index.Tx) error {
+		_, _, err := tx.Blob(bad)
+		check("Blob", err)
+		check("ForEachBlob", tx.ForEachBlob(func(string, index.BlobRef) error { return nil }))
+		_, err = tx.DyingBlobs()
+		check("DyingBlobs", err)
+		return nil
+	})
+	check("Put", db.Update(func(tx *index.Tx) error {
+		_, err := tx.Put(record("k2", "2026-01-01T00:00:00Z", 1), always)
+		return err
+	}))
+	check("Delete", db.Update(func(tx *index.Tx) error {
+		_, err := tx.Delete("k")
+		return err
+	}))
+}
+
 func TestSchemaTooNewIsRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "index.db")
 	openRW(t, path).Close()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"syscall"
 
 	"github.com/kcache/kcache/internal/fsync"
@@ -42,11 +43,7 @@ func (t *Tx) MarkCorrupt(key, digest string, m CorruptMark) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	refs := false
-	for _, d := range rec.Digests() {
-		refs = refs || d == digest
-	}
-	if !refs {
+	if !slices.Contains(rec.Digests(), digest) {
 		return false, nil
 	}
 	if rec.Corrupt != nil {

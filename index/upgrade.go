@@ -2,7 +2,6 @@ package index
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/kcache/kcache/internal/fsync"
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Upgrader is an index file opened read-write without its schema checked:
@@ -36,13 +34,7 @@ func OpenUpgrade(path string, timeout time.Duration) (u *Upgrader, err error) {
 	defer recoverCorrupt(path, &err)
 	b, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: %w (waited %s)", path, ErrBusy, timeout)
-		}
-		if !isOSError(err) || errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
-			return nil, fmt.Errorf("open %s: %w: %v", path, ErrCorrupt, err)
-		}
-		return nil, fmt.Errorf("open index %s: %w", path, err)
+		return nil, openError(path, timeout, err)
 	}
 	return &Upgrader{bolt: b, path: path}, nil
 }
@@ -64,7 +56,7 @@ func (u *Upgrader) Version() (v uint32, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(u.path, &err)
 	err = u.bolt.View(func(btx *bolt.Tx) error {
-		if err := u.checkSize(btx); err != nil {
+		if err := checkSize(u.path, btx); err != nil {
 			return err
 		}
 		v, err = schemaOf(btx)
@@ -74,17 +66,6 @@ func (u *Upgrader) Version() (v uint32, err error) {
 		return err
 	})
 	return v, err
-}
-
-func (u *Upgrader) checkSize(btx *bolt.Tx) error {
-	fi, err := os.Stat(u.path)
-	if err != nil {
-		return fmt.Errorf("stat index %s: %w", u.path, err)
-	}
-	if fi.Size() < btx.Size() {
-		return fmt.Errorf("%w: %s is %d bytes but its header says %d (truncated)", ErrCorrupt, u.path, fi.Size(), btx.Size())
-	}
-	return nil
 }
 
 // Backup copies the file byte for byte to dst (through a temporary file
@@ -138,7 +119,7 @@ func (u *Upgrader) Step(from uint32, fn func(*UpgradeTx) error) (err error) {
 		return fmt.Errorf("upgrade %s: no step from schema %d: this kcache's schema is %d", u.path, from, SchemaVersion)
 	}
 	return u.bolt.Update(func(btx *bolt.Tx) error {
-		if err := u.checkSize(btx); err != nil {
+		if err := checkSize(u.path, btx); err != nil {
 			return err
 		}
 		v, err := schemaOf(btx)

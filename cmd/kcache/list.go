@@ -19,12 +19,6 @@ var listLegends = []struct{ tag, legend string }{
 	{"(pinned)", "(pinned) marks entries that clean and gc never remove; `kcache unpin KEY` releases one."},
 }
 
-type listJSON struct {
-	Root               string  `json:"root"`
-	CurrentKconfigHash *string `json:"current_kconfig_hash"`
-	Entries            []any   `json:"entries"`
-}
-
 func newListCmd(a *app) *cobra.Command {
 	var (
 		asJSON                   bool
@@ -82,21 +76,6 @@ kconfig status is shown.`,
 	f.StringVar(&kconfigHash, "kconfig-hash", "", "current kconfig hash (8 lowercase hex)")
 	cmd.MarkFlagsMutuallyExclusive("kconfig", "kconfig-hash")
 	return cmd
-}
-
-func listingJSON(l *kcache.Listing) listJSON {
-	out := listJSON{Root: l.Root, Entries: []any{}}
-	if l.CurrentKconfigHash != "" {
-		out.CurrentKconfigHash = &l.CurrentKconfigHash
-	}
-	for _, le := range l.Entries {
-		if le.Corrupt != nil {
-			out.Entries = append(out.Entries, toCorruptJSON(le.Corrupt))
-		} else {
-			out.Entries = append(out.Entries, toEntryJSON(le.Entry, l.CurrentKconfigHash))
-		}
-	}
-	return out
 }
 
 // entryTags returns the tags of a row, in legend order.

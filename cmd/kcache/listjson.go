@@ -10,9 +10,10 @@ import (
 )
 
 // listJSONWriter streams `kcache list --json` byte for byte as writeJSON
-// prints listJSON (encoding/json, two-space indent, HTML not escaped), one
-// entry at a time, without reflection: the listing of a large cache is
-// written as it is read.
+// would print the listing with toEntryJSON's and toCorruptJSON's schema
+// (encoding/json, two-space indent, HTML not escaped; listjson_test.go holds
+// it to that), one entry at a time, without reflection: the listing of a
+// large cache is written as it is read.
 type listJSONWriter struct {
 	w       *bufio.Writer
 	buf     []byte

@@ -10,6 +10,29 @@ import (
 	"github.com/kcache/kcache/index"
 )
 
+// listJSON is the list schema as encoding/json prints it: the reference the
+// streamed writer is held to.
+type listJSON struct {
+	Root               string  `json:"root"`
+	CurrentKconfigHash *string `json:"current_kconfig_hash"`
+	Entries            []any   `json:"entries"`
+}
+
+func listingJSON(l *kcache.Listing) listJSON {
+	out := listJSON{Root: l.Root, Entries: []any{}}
+	if l.CurrentKconfigHash != "" {
+		out.CurrentKconfigHash = &l.CurrentKconfigHash
+	}
+	for _, le := range l.Entries {
+		if le.Corrupt != nil {
+			out.Entries = append(out.Entries, toCorruptJSON(le.Corrupt))
+		} else {
+			out.Entries = append(out.Entries, toEntryJSON(le.Entry, l.CurrentKconfigHash))
+		}
+	}
+	return out
+}
+
 // The streamed list JSON is byte for byte what encoding/json prints for
 // listJSON, also for strings that need escaping.
 func TestListJSONWriterMatchesEncodingJSON(t *testing.T) {
