@@ -39,6 +39,18 @@ func (c *Cache) lookup(key string) (*Entry, error) {
 // A missing entry is a *NotFoundError (ErrNotFound), an unusable one a
 // *CorruptError.
 func (c *Cache) Describe(key string) (*Entry, error) {
+	return c.describe(key, nil)
+}
+
+// describe is Describe; inView, when not nil, runs on the usable entry while
+// the index is still open, and its error is describe's.
+//
+// The blobs are checked (and inView may open them) while the index is open:
+// a Store or Remove unlinks the blobs it released only after its commit,
+// which cannot happen while this read holds the index, so blobs cannot
+// vanish between reading the record and checking them (which once made a
+// concurrent replacement look like a corrupt entry).
+func (c *Cache) describe(key string, inView func(*Entry) error) (*Entry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
@@ -49,11 +61,10 @@ func (c *Cache) Describe(key string) (*Entry, error) {
 		if err != nil {
 			return err
 		}
-		// Check the blobs while the index is still open: a Store or Remove
-		// deletes the blobs it released before it closes the index, so they
-		// cannot vanish between reading the record and checking them (which
-		// made a concurrent replacement look like a corrupt entry).
 		e, entryErr = c.entryFrom(rec, tx.PinOf(key))
+		if entryErr == nil && inView != nil {
+			entryErr = inView(e)
+		}
 		return nil
 	})
 	var derr *index.DecodeError

@@ -67,53 +67,31 @@ func (c *Cache) Push(ctx context.Context, r remote.Remote, key string, opt Trans
 	return rep, nil
 }
 
-// openForPush reads key's record and opens its blobs inside one read
-// transaction: a remover unlinks released blobs only after its own commit,
-// which cannot happen while this transaction holds the index, so the files
-// opened here are the entry's.
+// openForPush reads key's record and opens its blobs (image, then vmlinux)
+// inside one read of the index (see describe), so the files are the entry's
+// even if it is replaced or removed while they are uploaded.
 func (c *Cache) openForPush(key string) (*index.Record, []*os.File, error) {
-	if err := ValidateKey(key); err != nil {
-		return nil, nil, err
-	}
-	var rec *index.Record
 	var files []*os.File
-	var entryErr error
-	ok, err := c.view(func(tx *index.Tx) error {
-		var err error
-		if rec, err = tx.Get(key); err != nil {
-			return err
-		}
-		if _, entryErr = c.entryFrom(rec, nil); entryErr != nil {
-			return nil
-		}
-		for _, b := range entryBlobs(rec) {
-			f, err := os.Open(c.blobs.Path(b.Digest))
+	e, err := c.describe(key, func(e *Entry) error {
+		for _, p := range []string{e.ImagePath, e.VmlinuxPath} {
+			if p == "" {
+				continue
+			}
+			f, err := os.Open(p)
 			if err != nil {
-				entryErr = fmt.Errorf("push %q: open %s blob: %w", key, b.Role, err)
-				return nil
+				return fmt.Errorf("push %q: %w", key, err)
 			}
 			files = append(files, f)
 		}
 		return nil
 	})
-	var derr *index.DecodeError
-	switch {
-	case !ok && err == nil, errors.Is(err, index.ErrNotFound):
-		err = &NotFoundError{Key: key}
-	case errors.As(err, &derr):
-		err = corruptFromDecode(key, derr)
-	case err != nil:
-		err = fmt.Errorf("push %q: %w", key, err)
-	default:
-		err = entryErr
-	}
 	if err != nil {
 		for _, f := range files {
 			f.Close()
 		}
 		return nil, nil, err
 	}
-	return rec, files, nil
+	return &e.Record, files, nil
 }
 
 // checkDigest reads f to the end, checks its sha256 and rewinds it.
