@@ -1,8 +1,6 @@
 package kcache
 
 import (
-	"errors"
-	"io/fs"
 	"os"
 	"time"
 
@@ -156,7 +154,7 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 // deduplicated against, see blobstore.Writer.Commit) at least grace ago.
 func (c *Cache) blobOlderThan(d string, now time.Time, grace time.Duration) bool {
 	fi, err := os.Stat(c.blobs.Path(d))
-	if errors.Is(err, fs.ErrNotExist) || err != nil {
+	if err != nil { // gone, or not ours to judge
 		return false
 	}
 	return now.Sub(fi.ModTime()) >= grace
