@@ -583,34 +583,9 @@ func TestGCStagingOfDeadAndLiveWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// stopped starts a storer and stops it (SIGSTOP) in the middle of an
-	// ingest; it returns the helper and its staging directory.
-	stopped := func(key string) (*procHelperProc, string) {
-		for attempt := 1; attempt <= 5; attempt++ {
-			s := procStartHelper(t, "storer", root, key, "big", img, vml, "-")
-			s.expectLine("storing")
-			deadline := time.Now().Add(procHangGuard)
-			for !s.exited() && time.Now().Before(deadline) {
-				if _, writing := procStagingOf(root, s.pid()); writing {
-					break
-				}
-				time.Sleep(200 * time.Microsecond)
-			}
-			if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-				t.Fatalf("stop storer: %v (%s)", err, s.describe())
-			}
-			if dir, writing := procStagingOf(root, s.pid()); writing {
-				return s, dir
-			}
-			s.kill()
-			_ = s.wait()
-		}
-		t.Fatal("never caught a storer in the middle of an ingest")
-		return nil, ""
-	}
 	// The live one first: every store sweeps dead writers' directories.
-	live, liveDir := stopped("live")
-	dead, deadDir := stopped("dead")
+	live, liveDir := procStopMidIngest(t, root, "live", img, vml, nil)
+	dead, deadDir := procStopMidIngest(t, root, "dead", img, vml, nil)
 	dead.kill()
 	_ = dead.wait()
 
