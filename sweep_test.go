@@ -224,6 +224,11 @@ func TestSweepDryRunChangesNothing(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(root, ".tmp", "78-nolock"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A lock file without its directory: a writer that died between
+	// removing the directory and removing the lock file.
+	if err := os.WriteFile(filepath.Join(root, ".tmp", "79-0nodir79.lock"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	old := plantBlob(t, c, "old orphan", 2*time.Hour)
 	before := snapshotTree(t, root)
 
