@@ -179,9 +179,7 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		if _, err := c.view(func(tx *index.Tx) error {
 			return tx.ForEach(func(_ string, rec *index.Record, err error) error {
 				if err == nil {
-					for _, d := range rec.Digests() {
-						referenced[d] = true
-					}
+					markReferenced(referenced, rec)
 				}
 				return nil
 			})
@@ -193,12 +191,6 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 			return nil, fmt.Errorf("doctor: %w", err)
 		}
 		rep.Restored = restored
-		for _, r := range restored {
-			rec, _ := c.lostManifest(r.Manifest)
-			for _, d := range rec.Digests() {
-				referenced[d] = true
-			}
-		}
 	}
 	var foreign []string
 	err := c.blobs.Walk(func(d string, size int64) error {
@@ -263,20 +255,28 @@ func (c *Cache) lostManifest(d string) (*index.Record, error) {
 	if err != nil || size > maxManifestSize {
 		return nil, nil
 	}
-	data, ok, err := readIfManifest(c.blobs.Path(d))
-	if err != nil || !ok {
+	rec, _, err := c.readManifestBlob(d, size)
+	if rec == nil || c.blobMark(rec) != nil {
 		return nil, err
 	}
+	return rec, nil
+}
+
+// readManifestBlob reads blob d (size bytes) when it is a manifest: isManifest
+// is false when it is not one (or is gone), and rec is nil when it is one but
+// does not hash to its name, does not decode or names an invalid key.
+func (c *Cache) readManifestBlob(d string, size int64) (rec *index.Record, isManifest bool, err error) {
+	data, ok, err := readIfManifest(c.blobs.Path(d))
+	if err != nil || !ok {
+		return nil, false, err
+	}
 	sum := sha256.Sum256(data)
-	rec, err := index.DecodeManifest(data)
+	rec, err = index.DecodeManifest(data)
 	if hex.EncodeToString(sum[:]) != d || err != nil || ValidateKey(rec.Key) != nil {
-		return nil, nil
+		return nil, true, nil
 	}
 	rec.Manifest = index.Blob{Digest: d, Size: size}
-	if c.blobMark(rec) != nil {
-		return nil, nil
-	}
-	return rec, nil
+	return rec, true, nil
 }
 
 // restoreLost puts back into the index the entries it lost (RestoredEntry):
@@ -286,7 +286,8 @@ func (c *Cache) lostManifest(d string) (*index.Record, error) {
 // and whose blobs are all present. Of several such manifests for a key the
 // newest wins. Each is stored under the entry's lock like a store, after a
 // re-check inside the write transaction, so a concurrent store of the key
-// wins. A dry run only reports.
+// wins. A dry run only reports. The blobs of every entry it reports are
+// added to referenced, so that the caller does not count them as orphans.
 func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]RestoredEntry, error) {
 	var cands []string
 	err := c.blobs.Walk(func(d string, size int64) error {
@@ -335,6 +336,7 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 		if dryRun {
 			_, _ = c.view(func(tx *index.Tx) error { _, err := tx.Get(k); r.Replaced = err == nil; return nil })
 			out = append(out, r)
+			markReferenced(referenced, rec)
 			continue
 		}
 		l, err := c.acquire(bg, k, lock.Exclusive, c.opt.StoreLockTimeout)
@@ -356,9 +358,16 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 		}
 		if done {
 			out = append(out, r)
+			markReferenced(referenced, rec)
 		}
 	}
 	return out, nil
+}
+
+func markReferenced(referenced map[string]bool, rec *index.Record) {
+	for _, d := range rec.Digests() {
+		referenced[d] = true
+	}
 }
 
 // foreignInRoot lists what does not belong in the root, in blobs/ (beside
@@ -592,18 +601,15 @@ func (c *Cache) readManifests(rep *RebuildReport, dying map[string]bool) (map[st
 		if size > maxManifestSize || dying[d] {
 			return nil
 		}
-		data, ok, err := readIfManifest(c.blobs.Path(d))
+		rec, ok, err := c.readManifestBlob(d, size)
 		if err != nil || !ok {
 			return err
 		}
 		rep.Manifests++
-		sum := sha256.Sum256(data)
-		rec, derr := index.DecodeManifest(data)
-		if hex.EncodeToString(sum[:]) != d || derr != nil || ValidateKey(rec.Key) != nil {
+		if rec == nil {
 			rep.BadManifests = append(rep.BadManifests, d)
 			return nil
 		}
-		rec.Manifest = index.Blob{Digest: d, Size: size}
 		if prev, ok := recs[rec.Key]; ok {
 			rep.Superseded++
 			if !newerRecord(rec, prev) {

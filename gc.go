@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -563,23 +564,12 @@ func StatFS(path string) (free, total uint64, err error) {
 		if !errors.Is(err, unix.ENOENT) || path == "/" || path == "." {
 			break
 		}
-		path = parentDir(path)
+		path = filepath.Dir(path)
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("statfs %s: %w", path, err)
 	}
 	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
-}
-
-func parentDir(p string) string {
-	i := strings.LastIndexByte(strings.TrimRight(p, "/"), '/')
-	switch {
-	case i < 0:
-		return "."
-	case i == 0:
-		return "/"
-	}
-	return p[:i]
 }
 
 // FormatDuration renders d as gc reasons show it: whole days as "30d",

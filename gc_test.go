@@ -583,34 +583,9 @@ func TestGCStagingOfDeadAndLiveWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// stopped starts a storer and stops it (SIGSTOP) in the middle of an
-	// ingest; it returns the helper and its staging directory.
-	stopped := func(key string) (*procHelperProc, string) {
-		for attempt := 1; attempt <= 5; attempt++ {
-			s := procStartHelper(t, "storer", root, key, "big", img, vml, "-")
-			s.expectLine("storing")
-			deadline := time.Now().Add(procHangGuard)
-			for !s.exited() && time.Now().Before(deadline) {
-				if _, writing := procStagingOf(root, s.pid()); writing {
-					break
-				}
-				time.Sleep(200 * time.Microsecond)
-			}
-			if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-				t.Fatalf("stop storer: %v (%s)", err, s.describe())
-			}
-			if dir, writing := procStagingOf(root, s.pid()); writing {
-				return s, dir
-			}
-			s.kill()
-			_ = s.wait()
-		}
-		t.Fatal("never caught a storer in the middle of an ingest")
-		return nil, ""
-	}
 	// The live one first: every store sweeps dead writers' directories.
-	live, liveDir := stopped("live")
-	dead, deadDir := stopped("dead")
+	live, liveDir := procStopMidIngest(t, root, "live", img, vml, nil)
+	dead, deadDir := procStopMidIngest(t, root, "dead", img, vml, nil)
 	dead.kill()
 	_ = dead.wait()
 
@@ -751,4 +726,23 @@ func TestCleanParity(t *testing.T) {
 		}
 		gcSame(t, "removed", gcRemovedKeys(rep.Removed), []string{"k00", "k03"})
 	})
+}
+
+// StatFS measures a path that does not exist yet (a cache root before the
+// first store) at its nearest existing parent, absolute or relative.
+func TestStatFSOfMissingPath(t *testing.T) {
+	dir := t.TempDir()
+	_, want, err := kcache.StatFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(dir, "a", "b", "c"), filepath.Join(dir, "a", "b") + "/"} {
+		if _, total, err := kcache.StatFS(p); err != nil || total != want {
+			t.Errorf("StatFS(%s) = total %d, %v; want %d as for %s", p, total, err, want, dir)
+		}
+	}
+	t.Chdir(dir)
+	if _, total, err := kcache.StatFS(filepath.Join("no", "such", "dir")); err != nil || total != want {
+		t.Errorf("StatFS of a relative missing path = total %d, %v; want %d", total, err, want)
+	}
 }

@@ -258,3 +258,30 @@ func TestHostileFileModes(t *testing.T) {
 	}
 	t.Logf("umask %03o: blobs 0444, index.db %v, lock files %v", umask, mode(c.IndexPath()).Perm(), mode(c.LockPath("modes")).Perm())
 }
+
+// Removing a stored entry whose lock file was replaced by a symlink is
+// refused with an error that names the lock file, and names the key once.
+func TestRemoveSymlinkedLockFile(t *testing.T) {
+	c, _ := newCache(t)
+	storeImage(t, c, "k", []byte("image of k"), nil)
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.Remove(c.LockPath("k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, c.LockPath("k")); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Remove("k")
+	if err == nil || !strings.Contains(err.Error(), "symlink") || !strings.Contains(err.Error(), c.LockPath("k")) {
+		t.Fatalf("rm with a symlinked lock file: %v (want a refusal naming %s)", err, c.LockPath("k"))
+	}
+	if n := strings.Count(err.Error(), `remove "k"`); n != 1 {
+		t.Errorf("rm error says `remove \"k\"` %d times, want once: %v", n, err)
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("rm created the symlink's target: %v", err)
+	}
+	if _, err := c.Lookup("k"); err != nil {
+		t.Errorf("entry after the refused rm: %v", err)
+	}
+}

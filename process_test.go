@@ -1000,6 +1000,41 @@ func procStagingOf(root string, pid int) (dir string, writing bool) {
 	return "", false
 }
 
+// procStopMidIngest starts a storer of key and stops it (SIGSTOP) in the
+// middle of an ingest; it returns the stopped helper and its staging
+// directory. Frozen, a blob being written means the ingest has not ended, so
+// the index cannot point at the new entry yet. When the store finished
+// before it could be stopped it tries again, after calling retry (may be
+// nil), up to five times.
+func procStopMidIngest(t *testing.T, root, key, img, vml string, retry func()) (*procHelperProc, string) {
+	t.Helper()
+	for attempt := 1; attempt <= 5; attempt++ {
+		s := procStartHelper(t, "storer", root, key, "big", img, vml, "-")
+		s.expectLine("storing")
+		deadline := time.Now().Add(procHangGuard)
+		for !s.exited() && time.Now().Before(deadline) {
+			if _, writing := procStagingOf(root, s.pid()); writing {
+				break
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatalf("stop storer: %v (%s)", err, s.describe())
+		}
+		if dir, writing := procStagingOf(root, s.pid()); writing {
+			return s, dir
+		}
+		t.Logf("attempt %d: the store of %s finished before it could be stopped; retrying", attempt, key)
+		s.kill()
+		_ = s.wait()
+		if retry != nil {
+			retry()
+		}
+	}
+	t.Fatalf("never caught the storer of %s in the middle of an ingest", key)
+	return nil, ""
+}
+
 // A writer killed in the middle of an ingest leaves the previous entry
 // intact and its staging directory behind. While the writer is alive (here:
 // stopped) no other store may sweep its staging directory; once it is dead,
@@ -1017,47 +1052,21 @@ func TestProcessWriterKilledMidStore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var staging string
-	for attempt := 1; staging == "" && attempt <= 5; attempt++ {
-		s := procStartHelper(t, "storer", root, key, "big", img, vml, "-")
-		s.expectLine("storing")
-		deadline := time.Now().Add(procHangGuard)
-		for !s.exited() && time.Now().Before(deadline) {
-			if _, writing := procStagingOf(root, s.pid()); writing {
-				break
-			}
-			time.Sleep(200 * time.Microsecond)
+	s, staging := procStopMidIngest(t, root, key, img, vml, func() {
+		if old, err = procStoreGen(c, key, work, 0); err != nil { // back to a known previous entry
+			t.Fatal(err)
 		}
-		if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatalf("stop storer: %v (%s)", err, s.describe())
-		}
-		// Frozen now: a blob being written means the ingest has not ended,
-		// so the index cannot point at the new entry yet.
-		dir, writing := procStagingOf(root, s.pid())
-		if !writing {
-			t.Logf("attempt %d: the store finished before it could be stopped; retrying", attempt)
-			s.kill()
-			_ = s.wait()
-			if old, err = procStoreGen(c, key, work, 0); err != nil { // back to a known previous entry
-				t.Fatal(err)
-			}
-			continue
-		}
-		// Another writer must leave a live writer's staging directory alone.
-		if _, err := procStoreGen(c, other, work, 2); err != nil {
-			t.Fatalf("store of another key while a writer is stopped mid-store: %v", err)
-		}
-		if _, err := os.Stat(dir); err != nil {
-			t.Fatalf("a concurrent store swept the staging directory of a live writer: %v", err)
-		}
-		s.kill()
-		if err := s.wait(); err == nil {
-			t.Fatal("the storer exited cleanly; want it killed")
-		}
-		staging = dir
+	})
+	// Another writer must leave a live writer's staging directory alone.
+	if _, err := procStoreGen(c, other, work, 2); err != nil {
+		t.Fatalf("store of another key while a writer is stopped mid-store: %v", err)
 	}
-	if staging == "" {
-		t.Fatal("never caught the storer in the middle of an ingest")
+	if _, err := os.Stat(staging); err != nil {
+		t.Fatalf("a concurrent store swept the staging directory of a live writer: %v", err)
+	}
+	s.kill()
+	if err := s.wait(); err == nil {
+		t.Fatal("the storer exited cleanly; want it killed")
 	}
 	if _, err := os.Stat(staging); err != nil {
 		t.Fatalf("the killed writer's staging directory is not there: %v", err)

@@ -2,7 +2,6 @@ package kcache
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/kcache/kcache/index"
@@ -72,7 +71,7 @@ func (c *Cache) removeVictims(victims []Victim, opt RemoveOptions) (*Removal, er
 			r.KeptInUse = append(r.KeptInUse, HeldLock{Key: v.Key, Lockfile: ce.Path, Holders: ce.Holders})
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("remove %q: %w", v.Key, err)
+			return nil, err // names the key (cache entry "k") and the lock file
 		}
 		locks = append(locks, l)
 		locked = append(locked, v)

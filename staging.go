@@ -81,24 +81,9 @@ func (c *Cache) sweepStaging(dryRun bool) (removed []string, err error) {
 			continue
 		}
 		if id, ok := strings.CutSuffix(name, ".lock"); ok {
-			l, err := lock.Acquire(bg, path, lock.Exclusive, 0, "staging lock")
-			if err != nil {
-				continue // alive, or not ours to judge
-			}
-			if fi, err := os.Lstat(filepath.Join(c.tmpDir(), id)); err == nil && fi.IsDir() {
-				if dryRun {
-					removed = append(removed, id)
-					_ = l.Release()
-					continue
-				}
-				if err := os.RemoveAll(filepath.Join(c.tmpDir(), id)); err != nil {
-					_ = l.Release()
-					continue
-				}
+			if c.sweepDeadWriter(path, id, dryRun) {
 				removed = append(removed, id)
 			}
-			_ = os.Remove(path)
-			_ = l.Release()
 			continue
 		}
 		if e.IsDir() && !names[name+".lock"] {
@@ -110,4 +95,29 @@ func (c *Cache) sweepStaging(dryRun bool) (removed []string, err error) {
 		}
 	}
 	return removed, nil
+}
+
+// sweepDeadWriter removes staging directory id and then its lock file path,
+// when it can lock that file (the writer is dead); a dry run only looks. It
+// reports whether there was a directory to remove (and it was, or would be,
+// removed).
+func (c *Cache) sweepDeadWriter(path, id string, dryRun bool) bool {
+	l, err := lock.Acquire(bg, path, lock.Exclusive, 0, "staging lock")
+	if err != nil {
+		return false // alive, or not ours to judge
+	}
+	defer l.Release()
+	dir := filepath.Join(c.tmpDir(), id)
+	fi, err := os.Lstat(dir)
+	hasDir := err == nil && fi.IsDir()
+	if dryRun {
+		return hasDir
+	}
+	if hasDir {
+		if err := os.RemoveAll(dir); err != nil {
+			return false // the lock file stays: the next sweep tries again
+		}
+	}
+	_ = os.Remove(path)
+	return hasDir
 }

@@ -49,7 +49,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	// A damaged index fails the store now, before anything is copied; the
 	// error names the file and `kcache doctor --rebuild-index`. So does an
 	// index from a newer kcache. (An older one is upgraded by this open.)
-	// The same transaction reads when the last sweep ran (sweepIfDue), so a
+	// The same transaction reads when the last sweep ran (sweepForStore), so a
 	// store opens the index once before its commit, not twice.
 	var lastSweep int64
 	_, err = c.view(func(tx *index.Tx) error {
@@ -78,10 +78,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
 	defer l.Release()
-	if _, err := c.sweepStaging(false); err != nil {
-		c.warnf("%v", err)
-	}
-	c.sweepIfDue(indexOK, lastSweep)
+	c.sweepForStore(indexOK, lastSweep)
 	st, err := c.newStaging()
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)

@@ -1,8 +1,6 @@
 package kcache
 
 import (
-	"errors"
-	"io/fs"
 	"os"
 	"time"
 
@@ -156,26 +154,28 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 // deduplicated against, see blobstore.Writer.Commit) at least grace ago.
 func (c *Cache) blobOlderThan(d string, now time.Time, grace time.Duration) bool {
 	fi, err := os.Stat(c.blobs.Path(d))
-	if errors.Is(err, fs.ErrNotExist) || err != nil {
+	if err != nil { // gone, or not ours to judge
 		return false
 	}
 	return now.Sub(fi.ModTime()) >= grace
 }
 
-// sweepIfDue runs Sweep when the last one is older than storeSweepInterval,
-// so that store keeps a cache tidy without walking the blob directory on
-// every call. last is the index's StatLastSweep as the caller's transaction
-// read it (0 when there is no index yet); indexOK false means that read
-// failed, and then nothing runs. Failures are warnings.
-func (c *Cache) sweepIfDue(indexOK bool, last int64) {
-	if !indexOK {
+// sweepForStore removes the staging directories of dead writers and, when
+// the last Sweep is older than storeSweepInterval, runs a whole Sweep (which
+// removes them too) instead, so that store keeps a cache tidy without
+// walking the blob directory on every call. last is the index's
+// StatLastSweep as the caller's transaction read it (0 when there is no
+// index yet); indexOK false means that read failed, and then no Sweep runs.
+// Failures are warnings.
+func (c *Cache) sweepForStore(indexOK bool, last int64) {
+	if indexOK && time.Since(time.Unix(last, 0)) >= storeSweepInterval {
+		if _, err := c.Sweep(SweepOptions{}); err != nil {
+			c.warnf("sweep: %v", err)
+		}
 		return
 	}
-	if time.Since(time.Unix(last, 0)) < storeSweepInterval {
-		return
-	}
-	if _, err := c.Sweep(SweepOptions{}); err != nil {
-		c.warnf("sweep: %v", err)
+	if _, err := c.sweepStaging(false); err != nil {
+		c.warnf("%v", err)
 	}
 }
 

@@ -224,6 +224,11 @@ func TestSweepDryRunChangesNothing(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(root, ".tmp", "78-nolock"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A lock file without its directory: a writer that died between
+	// removing the directory and removing the lock file.
+	if err := os.WriteFile(filepath.Join(root, ".tmp", "79-0nodir79.lock"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	old := plantBlob(t, c, "old orphan", 2*time.Hour)
 	before := snapshotTree(t, root)
 
@@ -250,7 +255,8 @@ func TestStoreSweepsAtMostHourly(t *testing.T) {
 	c, root := newCache(t)
 	start := time.Now().Unix()
 	// The very first store finds no index to sweep against; the next one
-	// sweeps because none has been recorded yet.
+	// sweeps because none has been recorded yet. A store between sweeps
+	// still removes dead writers' staging directories.
 	storeImage(t, c, "a0", []byte("image of a0"), nil)
 	storeImage(t, c, "a", []byte("image of a"), nil)
 	if last := lastSweep(t, c); last < start {
@@ -260,9 +266,15 @@ func TestStoreSweepsAtMostHourly(t *testing.T) {
 	recent := time.Now().Add(-59 * time.Minute).Unix()
 	updateIndex(t, root, func(tx *index.Tx) error { return tx.SetStat(index.StatLastSweep, recent) })
 	orphan := plantBlob(t, c, "old orphan", 2*time.Hour)
+	deadID := fmt.Sprintf("%d-00000dead", os.Getpid())
+	deadStaging(t, root, deadID)
 	storeImage(t, c, "b", []byte("image of b"), nil)
 	if !exists(orphan) || lastSweep(t, c) != recent {
 		t.Fatalf("a store 59 minutes after the last sweep swept (orphan gone: %v, last_sweep %d, want %d)", !exists(orphan), lastSweep(t, c), recent)
+	}
+	// Dead writers' staging directories go on every store, due or not.
+	if exists(filepath.Join(root, ".tmp", deadID)) || exists(filepath.Join(root, ".tmp", deadID+".lock")) {
+		t.Errorf("a store left the staging directory of a dead writer")
 	}
 
 	stale := time.Now().Add(-61 * time.Minute).Unix()

@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/fsync"
 )
 
 // VerifyOptions tune Verify.
@@ -322,15 +324,7 @@ func (c *Cache) rewriteManifest(tx *index.Tx, st *staging, key, d string) bool {
 	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != d {
 		return false
 	}
-	w, err := c.blobs.NewWriter(st.dir)
-	if err != nil {
-		return false
-	}
-	if _, err := w.Write(data); err != nil {
-		w.Abort()
-		return false
-	}
-	got, _, err := w.Commit()
+	got, _, err := c.blobs.Ingest(st.dir, bytes.NewReader(data))
 	return err == nil && got == d
 }
 
@@ -355,10 +349,7 @@ func (c *Cache) quarantine(path, name string) (string, error) {
 		return "", fmt.Errorf("move %s to the quarantine: %w", path, err)
 	}
 	for _, d := range []string{filepath.Dir(path), dir} {
-		if f, err := os.Open(d); err == nil {
-			_ = f.Sync()
-			f.Close()
-		}
+		_ = fsync.Dir(d) // best effort: the move is done either way
 	}
 	return dst, nil
 }

@@ -55,7 +55,7 @@ type ContendedError struct {
 
 func (e *ContendedError) Error() string {
 	if e.Waited > 0 {
-		return fmt.Sprintf("flock %s on %s timed out after %s; lockfile %s; holders:\n%s",
+		return fmt.Sprintf("flock %s on %s timed out after %s; lockfile %s; holders:\n%s\nwait for them to finish (or wait longer), or stop them if they hang",
 			e.Mode, e.What, e.Waited, e.Path, FormatHolders(e.Holders))
 	}
 	return fmt.Sprintf("%s is locked by active users (%s wanted); lockfile %s; holders:\n%s\nwait for them to finish or stop them",

@@ -59,6 +59,9 @@ func TestSharedLocksCoexistAndTimeoutNamesHolders(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Waited == 0 || !strings.Contains(err.Error(), "timed out after") || !strings.Contains(err.Error(), "LOCK_EX") {
 		t.Fatalf("timed wait = %v; want a timeout naming LOCK_EX", err)
 	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "stop them") {
+		t.Errorf("timed wait = %v; want the lock file and what to do", err)
+	}
 }
 
 func TestAcquireHonoursContext(t *testing.T) {

@@ -377,6 +377,9 @@ func TestZeroedNewestMetaDoctorRestores(t *testing.T) {
 			if rep.DryRun || len(rep.Restored) != 1 || rep.Restored[0].Key != tc.last || rep.Restored[0].Replaced != tc.replaced {
 				t.Errorf("doctor restored = %+v, want %s (replaced %v)", rep.Restored, tc.last, tc.replaced)
 			}
+			if len(rep.Orphans) != 0 {
+				t.Errorf("doctor reports orphans %s; the restored entry's blobs are not orphans", rep.Orphans)
+			}
 			if got := corruptListing(t, root); !reflect.DeepEqual(got, want) {
 				t.Errorf("after doctor the listing differs from before the damage\n got %v\nwant %v", got, want)
 			}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kcache/kcache"
 	"github.com/spf13/cobra"
 )
 
@@ -86,6 +87,6 @@ killed it). Interrupt and terminate signals are passed on to CMD.`,
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for a writer holding KEY")
+	cmd.Flags().DurationVar(&timeout, "timeout", kcache.DefaultSharedTimeout, "how long to wait for a writer holding KEY")
 	return cmd
 }

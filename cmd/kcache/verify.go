@@ -7,7 +7,6 @@ import (
 
 	"github.com/kcache/kcache"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 )
 
 func newVerifyCmd(a *app) *cobra.Command {
@@ -93,11 +92,7 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, what string) *progress {
-	f, ok := w.(*os.File)
-	if !ok {
-		return nil
-	}
-	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+	if f, ok := w.(*os.File); !ok || !isTerminal(f) {
 		return nil
 	}
 	return &progress{w: w, what: what}

@@ -73,9 +73,6 @@ var All = []string{
 	PullMidBlob, PullAfterBlobs, PullBeforeCommit, PushAfterFirstBlob,
 }
 
-// Names is the registry of failpoint names; it is All.
-var Names = All
-
 var armed = os.Getenv(Env)
 
 // Hit kills the process with SIGKILL when name is the armed failpoint.
