@@ -350,7 +350,7 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 				return nil, nil // a store of the key committed meanwhile
 			}
 			r.Replaced, done = err == nil, true
-			return tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+			return tx.Put(rec, c.hasBlob)
 		})
 		l.Release()
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"reflect"
 	"time"
 
@@ -54,10 +53,9 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 			c.warnf("%v (the next store sweeps it)", err)
 		}
 	}()
-	// As in Store: a blob found locally may be released by a concurrent rm
-	// or gc before the install references it; then it is fetched again.
-	deadline := time.Now().Add(index.DyingAbandonAfter + 5*time.Second)
-	for attempt := 1; ; attempt++ {
+	// Blobs found locally may vanish before the install references them
+	// (see dyingRetry); then they are fetched again.
+	for retry := newDyingRetry(); ; {
 		for i := range rep.Blobs {
 			n, err := c.fetchBlob(ctx, r, st, key, &rep.Blobs[i], opt)
 			if err != nil {
@@ -67,8 +65,7 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 		}
 		failpoint.Hit(failpoint.PullAfterBlobs)
 		err := c.install(ctx, st, rec)
-		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) && time.Now().Before(deadline) {
-			time.Sleep(min(time.Duration(attempt)*20*time.Millisecond, 500*time.Millisecond))
+		if retry.again(err) {
 			continue
 		}
 		if err != nil {
@@ -195,7 +192,7 @@ func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record) err
 		return err
 	}
 	return c.update(func(tx *index.Tx) ([]string, error) {
-		released, err := tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+		released, err := tx.Put(rec, c.hasBlob)
 		failpoint.Hit(failpoint.PullBeforeCommit)
 		return released, err
 	})

@@ -91,12 +91,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		}
 	}()
 
-	// A blob this store deduplicated against can be removed by a concurrent
-	// rm or gc before our transaction references it: either already gone
-	// (ErrNotExist) or released and about to be unlinked (ErrBlobDying).
-	// Both resolve by waiting briefly and writing the blobs again.
-	deadline := time.Now().Add(index.DyingAbandonAfter + 5*time.Second)
-	for attempt := 1; ; attempt++ {
+	for retry := newDyingRetry(); ; {
 		rec, err := c.ingest(st, key, meta, image, vmlinux, mig)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
@@ -104,12 +99,11 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		var pin *index.Pin // a pin outlives replacements of its entry
 		err = c.update(func(tx *index.Tx) ([]string, error) {
 			pin = tx.PinOf(key)
-			released, err := tx.Put(rec, func(d string) bool { _, err := c.blobs.Stat(d); return err == nil })
+			released, err := tx.Put(rec, c.hasBlob)
 			failpoint.Hit(failpoint.StoreBeforeCommit)
 			return released, err
 		})
-		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) && time.Now().Before(deadline) {
-			time.Sleep(min(time.Duration(attempt)*20*time.Millisecond, 500*time.Millisecond))
+		if retry.again(err) {
 			continue
 		}
 		if err != nil {
@@ -117,6 +111,40 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		}
 		return c.entryFrom(rec, pin)
 	}
+}
+
+// dyingRetry paces the retries of a write whose blobs vanished under it. A
+// blob the write found present (deduplicated, or already local) can be
+// removed by a concurrent rm or gc before the write's transaction references
+// it: either already gone (fs.ErrNotExist) or released and about to be
+// unlinked (index.ErrBlobDying). Both resolve by waiting briefly and writing
+// the blobs again, until a remover that died with the blob marked dying has
+// been given up on.
+type dyingRetry struct {
+	deadline time.Time
+	n        int
+}
+
+func newDyingRetry() *dyingRetry {
+	return &dyingRetry{deadline: time.Now().Add(index.DyingAbandonAfter + 5*time.Second)}
+}
+
+// again reports whether err is such a vanished blob and there is time left,
+// and then waits before the next attempt.
+func (r *dyingRetry) again(err error) bool {
+	if !(errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) || !time.Now().Before(r.deadline) {
+		return false
+	}
+	r.n++
+	time.Sleep(min(time.Duration(r.n)*20*time.Millisecond, 500*time.Millisecond))
+	return true
+}
+
+// hasBlob reports whether blob d's file is present; index.Tx.Put asks it
+// about blobs the index does not reference yet.
+func (c *Cache) hasBlob(d string) bool {
+	_, err := c.blobs.Stat(d)
+	return err == nil
 }
 
 func openInput(role, path string) (*os.File, error) {
