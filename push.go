@@ -3,13 +3,12 @@ package kcache
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/remote"
@@ -45,8 +44,11 @@ func (c *Cache) Push(ctx context.Context, r remote.Remote, key string, opt Trans
 		if err != nil && !errors.Is(err, remote.ErrNotFound) {
 			return rep, fmt.Errorf("push %q: %w", key, err)
 		}
-		if err := checkDigest(files[i], b.Digest); err != nil {
-			return rep, fmt.Errorf("push %q: %s blob: %w; nothing was published (run `kcache verify %s`)", key, b.Role, err, key)
+		if err := blobstore.VerifyReader(files[i], b.Digest); err != nil {
+			return rep, fmt.Errorf("push %q: %s blob %s: %w; the local copy is damaged, nothing was published (run `kcache verify --deep %s`)", key, b.Role, files[i].Name(), err, key)
+		}
+		if _, err := files[i].Seek(0, io.SeekStart); err != nil {
+			return rep, fmt.Errorf("push %q: rewind %s: %w", key, files[i].Name(), err)
 		}
 		body := newProgressReader(files[i], opt.Progress, TransferProgress{Key: key, Role: b.Role, Object: name, Total: b.Size})
 		if err := r.Put(ctx, name, body, b.Size); err != nil {
@@ -92,19 +94,4 @@ func (c *Cache) openForPush(key string) (*index.Record, []*os.File, error) {
 		return nil, nil, err
 	}
 	return &e.Record, files, nil
-}
-
-// checkDigest reads f to the end, checks its sha256 and rewinds it.
-func checkDigest(f *os.File, want string) error {
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("read %s: %w", f.Name(), err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("%s has sha256 %s, not %s: the local copy is damaged", f.Name(), got, want)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("rewind %s: %w", f.Name(), err)
-	}
-	return nil
 }

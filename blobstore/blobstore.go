@@ -335,8 +335,15 @@ func (s *Store) Verify(d string) error {
 		return err
 	}
 	defer f.Close()
+	return VerifyReader(f, d)
+}
+
+// VerifyReader hashes what r holds to its end and reports a mismatch with d
+// as an error matching ErrMismatch (for a blob already open, as one being
+// uploaded is).
+func VerifyReader(r io.Reader, d string) error {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return fmt.Errorf("read blob %s: %w", d, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != d {
