@@ -485,14 +485,27 @@ func (p *listPipeline) process(items []listItem) {
 func sortListed(ls []Listed) {
 	sort.SliceStable(ls, func(i, j int) bool {
 		a, b := ls[i], ls[j]
-		if (a.Entry == nil) != (b.Entry == nil) {
-			return a.Entry != nil
-		}
-		if a.Entry != nil && a.Entry.BuiltAt != b.Entry.BuiltAt {
-			return a.Entry.BuiltAt > b.Entry.BuiltAt
-		}
-		return a.Key < b.Key
+		return listedBefore(a.Entry != nil, b.Entry != nil, builtAt(a.Entry), builtAt(b.Entry), a.Key, b.Key)
 	})
+}
+
+func builtAt(e *Entry) string {
+	if e == nil {
+		return ""
+	}
+	return e.BuiltAt
+}
+
+// listedBefore is the order of every listing, local or remote: usable
+// entries first, newest built_at first, ties and unusable entries by key.
+func listedBefore(aUsable, bUsable bool, aBuilt, bBuilt, aKey, bKey string) bool {
+	if aUsable != bUsable {
+		return aUsable
+	}
+	if aUsable && aBuilt != bBuilt {
+		return aBuilt > bBuilt
+	}
+	return aKey < bKey
 }
 
 // Newest returns up to n keys, newest built_at first, without decoding any

@@ -59,15 +59,15 @@ func ListRemote(ctx context.Context, r remote.Remote) ([]RemoteEntry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	built := func(e RemoteEntry) string {
+		if e.Record == nil {
+			return ""
+		}
+		return e.Record.BuiltAt
+	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
-		if (a.Record == nil) != (b.Record == nil) {
-			return a.Record != nil
-		}
-		if a.Record != nil && a.Record.BuiltAt != b.Record.BuiltAt {
-			return a.Record.BuiltAt > b.Record.BuiltAt
-		}
-		return a.Key < b.Key
+		return listedBefore(a.Record != nil, b.Record != nil, built(a), built(b), a.Key, b.Key)
 	})
 	return out, nil
 }
