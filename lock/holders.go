@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,11 @@ type Holder struct {
 	PID     int    `json:"pid"`
 	Mode    string `json:"mode"` // "shared" or "exclusive"
 	Cmdline string `json:"cmdline"`
+	// LockedBy is the pid that took the lock when PID did not: PID holds
+	// it through a descriptor it inherited (the command of a `run` whose
+	// kcache was killed). /proc/locks names only the taker, which may be
+	// gone; 0 when PID took the lock itself.
+	LockedBy int `json:"locked_by,omitempty"`
 }
 
 // maxCmdline is how many characters of a holder's command line are shown.
@@ -32,6 +38,9 @@ func FormatHolders(hs []Holder) string {
 	lines := make([]string, len(hs))
 	for i, h := range hs {
 		lines[i] = fmt.Sprintf("  pid=%d mode=%s cmd=%s", h.PID, h.Mode, h.Cmdline)
+		if h.LockedBy != 0 {
+			lines[i] += fmt.Sprintf(" (holds the lock pid %d took, through an inherited descriptor)", h.LockedBy)
+		}
 	}
 	return strings.Join(lines, "\n")
 }
@@ -46,7 +55,7 @@ func Holders(path string) ([]Holder, error) {
 		}
 		return nil, err
 	}
-	all, err := ReadProcLocks()
+	all, err := readProcLocks(needle)
 	if err != nil {
 		return nil, err
 	}
@@ -138,35 +147,194 @@ func unescapeMount(s string) string {
 // ReadProcLocks reads /proc/locks once and returns the FLOCK holders of every
 // locked file, keyed by LockID. POSIX and OFD locks and blocked waiters
 // ("->" lines) are not flock holders and are skipped, as are malformed lines.
-func ReadProcLocks() (map[string][]Holder, error) {
+//
+// /proc/locks names the process that took a lock, but a flock lock belongs
+// to the open file description and outlives that process when a child
+// inherited the descriptor. So a taker that no longer has the lock open
+// (it exited, or its pid was reused) is replaced by the processes whose
+// descriptors hold it, found through /proc/PID/fdinfo (Holder.LockedBy
+// names the taker); when none can be seen (another user's processes), the
+// taker is reported as /proc/locks names it.
+func ReadProcLocks() (map[string][]Holder, error) { return readProcLocks("") }
+
+// readProcLocks is ReadProcLocks for the one lock named only (a LockID), or
+// for all when only is "".
+func readProcLocks(only string) (map[string][]Holder, error) {
 	data, err := os.ReadFile("/proc/locks")
 	if err != nil {
 		return nil, fmt.Errorf("read /proc/locks: %w", err)
 	}
-	out := map[string][]Holder{}
-	seen := map[string]bool{}
+	var recs []flockRecord
+	seen := map[flockRecord]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 6 || f[1] != "FLOCK" {
+		r, ok := parseFlockLine(strings.Fields(sc.Text()))
+		if !ok || seen[r] || (only != "" && r.id != only) {
 			continue
 		}
-		pid, err := strconv.Atoi(f[4])
+		seen[r] = true
+		recs = append(recs, r)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	var orphans []flockRecord
+	for _, r := range recs {
+		if !pidHolds(r.pid, r) {
+			orphans = append(orphans, r)
+		}
+	}
+	inheritors := findInheritors(orphans)
+	out := map[string][]Holder{}
+	listed := map[string]bool{}
+	add := func(id string, h Holder) {
+		k := id + "/" + strconv.Itoa(h.PID)
+		if listed[k] {
+			return
+		}
+		listed[k] = true
+		out[id] = append(out[id], h)
+	}
+	for _, r := range recs {
+		if pids := inheritors[r]; len(pids) > 0 {
+			for _, p := range pids {
+				add(r.id, Holder{PID: p, Mode: r.mode(), Cmdline: cmdline(p), LockedBy: r.pid})
+			}
+			continue
+		}
+		h := Holder{PID: r.pid, Mode: r.mode(), Cmdline: cmdline(r.pid)}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", r.pid)); errors.Is(err, os.ErrNotExist) {
+			h.Cmdline = "<exited; a process that inherited its descriptor holds the lock>"
+		}
+		add(r.id, h)
+	}
+	return out, nil
+}
+
+// flockRecord is one FLOCK lock as /proc/locks and fdinfo print it.
+type flockRecord struct {
+	id    string // LockID
+	pid   int    // the process that took the lock
+	write bool   // exclusive
+}
+
+// inode returns the inode number at the end of the LockID.
+func (r flockRecord) inode() (uint64, bool) {
+	i := strings.LastIndexByte(r.id, ':')
+	if i < 0 {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(r.id[i+1:], 10, 64)
+	return ino, err == nil && ino != 0
+}
+
+func (r flockRecord) mode() string {
+	if r.write {
+		return "exclusive"
+	}
+	return "shared"
+}
+
+// parseFlockLine parses the fields of a /proc/locks line, or of an fdinfo
+// "lock:" line without that word: "1: FLOCK ADVISORY READ 1234 fe:00:56 0 EOF".
+func parseFlockLine(f []string) (flockRecord, bool) {
+	if len(f) < 6 || f[1] != "FLOCK" {
+		return flockRecord{}, false
+	}
+	pid, err := strconv.Atoi(f[4])
+	if err != nil || pid <= 0 {
+		return flockRecord{}, false
+	}
+	return flockRecord{id: f[5], pid: pid, write: f[3] == "WRITE"}, true
+}
+
+// fdLocks returns the flock locks that /proc/PID/fdinfo/FD shows on that
+// descriptor's open file description.
+func fdLocks(pid int, fd string) []flockRecord {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		return nil
+	}
+	var out []flockRecord
+	for line := range strings.SplitSeq(string(data), "\n") {
+		rest, ok := strings.CutPrefix(line, "lock:")
+		if !ok {
+			continue
+		}
+		if r, ok := parseFlockLine(strings.Fields(rest)); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// pidHolds reports whether process pid has a descriptor holding lock r.
+func pidHolds(pid int, r flockRecord) bool {
+	ino, ok := r.inode()
+	if !ok {
+		return false
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if fdInode(pid, fd.Name()) == ino && slices.Contains(fdLocks(pid, fd.Name()), r) {
+			return true
+		}
+	}
+	return false
+}
+
+// fdInode returns the inode number of the file open as /proc/PID/fd/FD, or
+// 0 when it cannot be read.
+func fdInode(pid int, fd string) uint64 {
+	var st syscall.Stat_t
+	if syscall.Stat(fmt.Sprintf("/proc/%d/fd/%s", pid, fd), &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// findInheritors scans every visible process's descriptors for the locks in
+// recs and returns, per lock, the pids holding it. Only descriptors whose
+// inode matches one of the locks are read in full, so the scan costs one
+// stat per descriptor; it runs only when a taker no longer holds its lock.
+func findInheritors(recs []flockRecord) map[flockRecord][]int {
+	if len(recs) == 0 {
+		return nil
+	}
+	want := map[flockRecord]bool{}
+	inodes := map[uint64]bool{}
+	for _, r := range recs {
+		want[r] = true
+		if ino, ok := r.inode(); ok {
+			inodes[ino] = true
+		}
+	}
+	out := map[flockRecord][]int{}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
 		if err != nil || pid <= 0 {
 			continue
 		}
-		id := f[5]
-		if seen[id+"/"+f[4]] {
-			continue
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			continue // exited, or another user's process
 		}
-		seen[id+"/"+f[4]] = true
-		mode := "shared"
-		if f[3] == "WRITE" {
-			mode = "exclusive"
+		for _, fd := range fds {
+			if !inodes[fdInode(pid, fd.Name())] {
+				continue
+			}
+			for _, r := range fdLocks(pid, fd.Name()) {
+				if want[r] && !slices.Contains(out[r], pid) {
+					out[r] = append(out[r], pid)
+				}
+			}
 		}
-		out[id] = append(out[id], Holder{PID: pid, Mode: mode, Cmdline: cmdline(pid)})
 	}
-	return out, sc.Err()
+	return out
 }
 
 // cmdline returns a process's command line with NULs as spaces, cut to

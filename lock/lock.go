@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gofrs/flock"
+	"golang.org/x/sys/unix"
 )
 
 // Mode is the kind of flock(2) lock.
@@ -67,8 +67,13 @@ func (e *ContendedError) Is(target error) bool { return target == ErrContended }
 
 // Lock is a held lock. Release it exactly once; the kernel also drops it when
 // the process exits, which is what makes crashed holders harmless.
+//
+// A flock(2) lock belongs to the open file description, not to the process:
+// every descriptor that shares it (a dup, or a copy a child inherited) holds
+// the same lock, and the kernel drops it only when the last of them is
+// closed. File exposes the descriptor so that a child can inherit it.
 type Lock struct {
-	fl   *flock.Flock
+	f    *os.File
 	path string
 	mode Mode
 }
@@ -79,53 +84,108 @@ func (l *Lock) Path() string { return l.path }
 // Mode returns the mode the lock is held in.
 func (l *Lock) Mode() Mode { return l.mode }
 
-// Release drops the lock and closes the descriptor.
+// File returns the open lock file the lock belongs to. It is exposed so
+// that a command the caller starts can inherit it (exec.Cmd.ExtraFiles,
+// which also clears close-on-exec in the child): the command then holds the
+// same lock, which lasts until every process with the descriptor has closed
+// it, even if this process is killed without a chance to clean up. Do not
+// close it; end the lock with Release or Detach.
+func (l *Lock) File() *os.File { return l.f }
+
+// Release drops the lock and closes the descriptor. The unlock (LOCK_UN)
+// also ends the lock for every process that inherited the descriptor; use
+// Detach to leave it to them.
 func (l *Lock) Release() error {
-	if l == nil || l.fl == nil {
+	if l == nil || l.f == nil {
 		return nil
 	}
-	err := l.fl.Close()
-	l.fl = nil
+	err := unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	l.f = nil
 	if err != nil {
 		return fmt.Errorf("release %s: %w", l.path, err)
 	}
 	return nil
 }
 
+// Detach closes this process's descriptor without unlocking, so that the
+// lock lives on exactly as long as a process that inherited the descriptor
+// (see File) keeps it open; with no such process it ends here, as with
+// Release.
+func (l *Lock) Detach() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	if err != nil {
+		return fmt.Errorf("close %s: %w", l.path, err)
+	}
+	return nil
+}
+
 // stat returns the open descriptor's file info (fstat).
-func (l *Lock) stat() (os.FileInfo, error) { return l.fl.Stat() }
+func (l *Lock) stat() (os.FileInfo, error) { return l.f.Stat() }
 
 // Acquire takes the lock on path in mode, polling until timeout has passed
 // (timeout 0 means a single attempt) or ctx is done. It creates the parent
 // directory and the lock file if missing, and refuses filesystems where flock
-// is unreliable (see CheckLocalFS).
+// is unreliable (see CheckLocalFS). A shared lock opens the file read-only
+// (flock needs no write access), so that a user who may only read a cache
+// can still take it on another user's lock file.
 func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create lock directory for %s: %w", what, err)
+	return acquire(ctx, path, mode, timeout, what, true)
+}
+
+// AcquireExisting is Acquire for callers that must not write: it creates
+// neither the directory nor the lock file. A missing lock file is an error
+// that matches os.ErrNotExist.
+func AcquireExisting(ctx context.Context, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
+	return acquire(ctx, path, mode, timeout, what, false)
+}
+
+func acquire(ctx context.Context, path string, mode Mode, timeout time.Duration, what string, create bool) (*Lock, error) {
+	if create {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("create lock directory for %s: %w", what, err)
+		}
 	}
 	if err := CheckLocalFS(path); err != nil {
 		return nil, err
 	}
 	// O_NOFOLLOW: a lock file planted as a symlink would make us create or
-	// lock a file elsewhere (outside the cache root).
-	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW), flock.SetPermissions(0o666))
-	try := fl.TryRLock
+	// lock a file elsewhere (outside the cache root). os.OpenFile adds
+	// O_CLOEXEC, so no command we start inherits a lock by accident.
+	flag, how := os.O_RDONLY, unix.LOCK_SH
 	if mode == Exclusive {
-		try = fl.TryLock
+		flag, how = os.O_RDWR, unix.LOCK_EX
+	}
+	flag |= syscall.O_NOFOLLOW
+	if create {
+		flag |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flag, 0o666)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("lockfile %s (for %s) is a symlink; refusing to follow it: remove it (kcache creates lock files itself)", path, what)
+		}
+		return nil, fmt.Errorf("open lockfile for %s: %w", what, err)
 	}
 	start := time.Now()
 	deadline := start.Add(timeout)
 	for {
-		ok, err := try()
-		if err != nil {
-			_ = fl.Close()
-			if errors.Is(err, syscall.ELOOP) {
-				return nil, fmt.Errorf("lockfile %s (for %s) is a symlink; refusing to follow it: remove it (kcache creates lock files itself)", path, what)
-			}
-			return nil, fmt.Errorf("flock %s %s for %s: %w", mode, path, what, err)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return &Lock{f: f, path: path, mode: mode}, nil
 		}
-		if ok {
-			return &Lock{fl: fl, path: path, mode: mode}, nil
+		if err == unix.EINTR {
+			continue
+		}
+		if err != unix.EWOULDBLOCK {
+			_ = f.Close()
+			return nil, fmt.Errorf("flock %s %s for %s: %w", mode, path, what, err)
 		}
 		now := time.Now()
 		if !now.Before(deadline) {
@@ -134,13 +194,13 @@ func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration,
 		wait := min(PollInterval, deadline.Sub(now))
 		select {
 		case <-ctx.Done():
-			_ = fl.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("waiting for %s on %s: %w", mode, what, ctx.Err())
 		case <-time.After(wait):
 		}
 	}
 	// Close first so that we never list ourselves among the holders.
-	_ = fl.Close()
+	_ = f.Close()
 	holders, _ := Holders(path)
 	var waited time.Duration
 	if timeout > 0 {
