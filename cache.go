@@ -60,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -378,11 +379,26 @@ func (c *Cache) release(released []string) {
 }
 
 // acquire validates key and takes its entry lock.
+//
+// A read-only cache (Options.ReadOnly) creates no lock file: it takes the
+// lock on the file every stored entry has (Store creates it, and lock files
+// are never deleted), opened read-only for a shared lock, so another user's
+// cache that is merely readable works. A missing lock file then means the
+// entry was not written by kcache's Store, and it is an error rather than
+// an entry used unprotected from a concurrent writer.
 func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout time.Duration) (*lock.Lock, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
-	return lock.Acquire(ctx, c.LockPath(key), mode, timeout, fmt.Sprintf("cache entry %q", key))
+	path, what := c.LockPath(key), fmt.Sprintf("cache entry %q", key)
+	if !c.opt.ReadOnly {
+		return lock.Acquire(ctx, path, mode, timeout, what)
+	}
+	l, err := lock.AcquireExisting(ctx, path, mode, timeout, what)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("lock %s: its lockfile %s does not exist, and creating it would write (without it the entry is not protected from writers): %w", what, path, ErrReadOnly)
+	}
+	return l, err
 }
 
 // AcquireShared takes key's lock shared, waiting up to timeout (0 means

@@ -22,7 +22,14 @@ func newRunCmd(a *app) *cobra.Command {
 rm, clean and gc leave the entry alone meanwhile. CMD gets KCACHE_KEY,
 KCACHE_IMAGE and KCACHE_VMLINUX (empty when there is none) in its environment
 and its standard streams; kcache exits with CMD's status (128+N if a signal
-killed it). Interrupt and terminate signals are passed on to CMD.`,
+killed it). Interrupt and terminate signals are passed on to CMD.
+
+The lock belongs to an open file that CMD inherits as file descriptor 3
+(KCACHE_LOCK_FD=3 in its environment): the entry stays locked until CMD, and
+every process that inherited the descriptor from it, has exited or closed
+it — also when kcache itself is killed, so a VM is never left running on an
+entry that rm or store may replace. A harness that starts long-lived helpers
+which should not hold the entry closes that descriptor in them.`,
 		Example:           `  kcache run 6.14.2-tarball-x86_64 -- sh -c 'qemu-system-x86_64 -kernel "$KCACHE_IMAGE" ...'`,
 		Args:              args(cobra.MinimumNArgs(2)),
 		ValidArgsFunction: completeKeys(a),
@@ -46,20 +53,34 @@ killed it). Interrupt and terminate signals are passed on to CMD.`,
 			if err != nil {
 				return err
 			}
-			defer l.Release()
+			// Until CMD has started, the lock is ours alone to drop;
+			// after that CMD shares it (ExtraFiles below) and kcache only
+			// closes its own descriptor, so the lock ends when CMD's does
+			// — whether kcache exits normally or is killed.
+			started := false
+			defer func() {
+				if started {
+					_ = l.Detach()
+				} else {
+					_ = l.Release()
+				}
+			}()
 			e, err := c.Describe(key)
 			if err != nil {
 				return err
 			}
 			child := exec.Command(argv[1], argv[2:]...)
 			child.Stdin, child.Stdout, child.Stderr = os.Stdin, a.stdout, a.stderr
-			child.Env = append(os.Environ(), "KCACHE_KEY="+key, "KCACHE_IMAGE="+e.ImagePath, "KCACHE_VMLINUX="+e.VmlinuxPath)
+			child.ExtraFiles = []*os.File{l.File()} // descriptor 3, not close-on-exec in CMD
+			child.Env = append(os.Environ(), "KCACHE_KEY="+key, "KCACHE_IMAGE="+e.ImagePath, "KCACHE_VMLINUX="+e.VmlinuxPath,
+				"KCACHE_LOCK_FD=3") // ExtraFiles[0] is descriptor 3
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 			defer signal.Stop(sigs)
 			if err := child.Start(); err != nil {
 				return fmt.Errorf("run %s: %w", argv[1], err)
 			}
+			started = true
 			done := make(chan struct{})
 			go func() {
 				for {
