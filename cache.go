@@ -381,10 +381,10 @@ func (c *Cache) release(released []string) {
 // acquire validates key and takes its entry lock.
 //
 // A read-only cache (Options.ReadOnly) creates no lock file: it takes the
-// lock on the file every stored entry has (Store creates it, and lock files
-// are never deleted), opened read-only for a shared lock, so another user's
-// cache that is merely readable works. A missing lock file then means the
-// entry was not written by kcache's Store, and it is an error rather than
+// lock on the file every stored entry has (Store, Pull and Doctor's restore
+// create it, and lock files are never deleted), opened read-only for a
+// shared lock, so another user's cache that is merely readable works. A
+// missing lock file means someone deleted it; that is an error rather than
 // an entry used unprotected from a concurrent writer.
 func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout time.Duration) (*lock.Lock, error) {
 	if err := ValidateKey(key); err != nil {
@@ -396,7 +396,7 @@ func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout
 	}
 	l, err := lock.AcquireExisting(ctx, path, mode, timeout, what)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("lock %s: its lockfile %s does not exist, and creating it would write (without it the entry is not protected from writers): %w", what, path, ErrReadOnly)
+		return nil, fmt.Errorf("%s cannot be locked against writers: its lockfile %s does not exist, and creating it is refused: %w", what, path, ErrReadOnly)
 	}
 	return l, err
 }
