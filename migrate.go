@@ -13,7 +13,6 @@ import (
 
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/failpoint"
-	"github.com/kcache/kcache/internal/fsync"
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/migrate"
 )
@@ -57,8 +56,14 @@ type MigrateReport struct {
 	// Failed: kcache refused the entry (a key or metadata kcache does not
 	// accept, e.g. a config_hash that is not a CRC-32); skipped.
 	Failed []MigrateProblem `json:"failed"`
-	// RemovedFromSource: legacy entries removed (RemoveSource).
+	// RemovedFromSource: legacy entries removed (RemoveSource): their
+	// metadata.json, image and imported vmlinux are gone, so ktstr no
+	// longer has the entry.
 	RemovedFromSource []string `json:"removed_from_source"`
+	// SourceDirsKept: entries of RemovedFromSource whose directory stayed
+	// because it holds files that were not imported (Reason names them);
+	// those were not touched.
+	SourceDirsKept []MigrateProblem `json:"source_dirs_kept"`
 	// NotRemoved: with RemoveSource, entries in kcache that were kept in the
 	// source (in use, or the source no longer matches kcache).
 	NotRemoved []MigrateProblem `json:"not_removed"`
@@ -118,34 +123,45 @@ type MigrateProblem struct {
 // read of each, no write). A key that kcache holds from elsewhere is a
 // conflict and left alone.
 //
-// RemoveSource removes an entry from the source only when kcache holds it
-// (imported now or earlier) and, under ktstr's exclusive lock taken without
-// waiting, the source's metadata equals the record's, the source image
-// hashes to the record's image digest, the source vmlinux to the recorded
-// original digest, and the kcache blobs re-hash to their names. The entry
-// directory is renamed to .tmp-<key>-<pid> (a name ktstr lists never and
-// its orphan sweep removes when this process is dead) and then removed.
+// RemoveSource removes an entry's files from the source only when kcache
+// holds it (imported now or earlier) and, under ktstr's exclusive lock taken
+// without waiting, the source's metadata equals the record's, the source
+// image hashes to the record's image digest, the source vmlinux to the
+// recorded original digest, and the kcache blobs re-hash to their names.
+// Exactly the imported files are unlinked (metadata.json, the image, and
+// the vmlinux when one was imported), each opened without following a
+// symlink and checked to be the inode that was hashed. Anything else in
+// the directory (notes, debug files, a vmlinux that was not imported, a
+// subdirectory, a symlink) is left, and then so is the directory
+// (SourceDirsKept says why); an empty directory is removed. A symlink in
+// the entry (the directory, metadata.json, the image or an imported
+// vmlinux) keeps the whole entry: neither it nor its target is removed.
+//
+// The report is never nil. When an error stops the migration midway, the
+// report holds every entry handled before it (imported, and with
+// RemoveSource removed from the source), so a caller can show what was
+// done along with the error.
 func (c *Cache) Migrate(opt MigrateOptions) (*MigrateReport, error) {
 	ctx := context.Background()
+	r := &MigrateReport{From: opt.From, DryRun: opt.DryRun, Imported: []MigratedEntry{}, SkippedExisting: []string{},
+		Corrupt: []MigrateCorrupt{}, Busy: []HeldLock{}, Conflicts: []MigrateProblem{}, Failed: []MigrateProblem{},
+		RemovedFromSource: []string{}, SourceDirsKept: []MigrateProblem{}, NotRemoved: []MigrateProblem{}}
 	if opt.From == "" {
 		from, err := migrate.ResolveKtstrRoot()
 		if err != nil {
-			return nil, err
+			return r, err
 		}
-		opt.From = from
+		opt.From, r.From = from, from
 	}
 	if opt.LockTimeout <= 0 {
 		opt.LockTimeout = DefaultSharedTimeout
 	}
 	if c.opt.ReadOnly && !opt.DryRun {
-		return nil, fmt.Errorf("migrate from %s: %w", opt.From, ErrReadOnly)
+		return r, fmt.Errorf("migrate from %s: %w", opt.From, ErrReadOnly)
 	}
-	r := &MigrateReport{From: opt.From, DryRun: opt.DryRun, Imported: []MigratedEntry{}, SkippedExisting: []string{},
-		Corrupt: []MigrateCorrupt{}, Busy: []HeldLock{}, Conflicts: []MigrateProblem{}, Failed: []MigrateProblem{},
-		RemovedFromSource: []string{}, NotRemoved: []MigrateProblem{}}
 	keys, err := migrate.ListKeys(opt.From)
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	for i, key := range keys {
 		var out migrateOutcome
@@ -165,10 +181,15 @@ func (c *Cache) Migrate(opt MigrateOptions) (*MigrateReport, error) {
 		}
 		out.apply(r)
 		if opt.RemoveSource && !opt.DryRun && out.rec != nil {
-			if err := c.removeLegacy(opt.From, key, out.rec); err != nil {
+			kept, err := c.removeLegacy(opt.From, key, out.rec)
+			switch {
+			case err != nil:
 				r.NotRemoved = append(r.NotRemoved, MigrateProblem{Key: key, Reason: err.Error()})
-			} else {
+			default:
 				r.RemovedFromSource = append(r.RemovedFromSource, key)
+				if kept != "" {
+					r.SourceDirsKept = append(r.SourceDirsKept, MigrateProblem{Key: key, Reason: kept})
+				}
 			}
 		}
 		if opt.Progress != nil {
@@ -370,10 +391,8 @@ func recordMetadata(r *index.Record) Metadata {
 // image and original vmlinux sha256 (one read of each file).
 func sameAsLegacy(rec *index.Record, meta Metadata, le *migrate.LegacyEntry, src legacySizes) (bool, error) {
 	mig := rec.Migrated
-	meta.ConfigHZ = nil
-	if mig == nil || !reflect.DeepEqual(recordMetadata(rec), meta) || rec.HasVmlinux != (le.VmlinuxPath != "") ||
-		mig.LegacyStripped != le.Metadata.VmlinuxStripped || rec.Image.Size != src.imageSize ||
-		mig.VmlinuxSize != src.vmlinuxSize || mig.ImageSHA256 != rec.Image.Digest {
+	if !legacyMetaMatches(rec, meta, le.Metadata.VmlinuxStripped) || rec.HasVmlinux != (le.VmlinuxPath != "") ||
+		rec.Image.Size != src.imageSize || mig.VmlinuxSize != src.vmlinuxSize {
 		return false, nil
 	}
 	d, _, err := sha256File(le.ImagePath)
@@ -389,56 +408,14 @@ func sameAsLegacy(rec *index.Record, meta Metadata, le *migrate.LegacyEntry, src
 	return true, nil
 }
 
-// removeLegacy removes the legacy entry key from the ktstr cache at from if
-// it is verifiably what rec holds; see Migrate.
-func (c *Cache) removeLegacy(from, key string, rec *index.Record) error {
-	lockPath := migrate.LockPath(from, key)
-	l, err := lock.Acquire(context.Background(), lockPath, lock.Exclusive, 0, fmt.Sprintf("ktstr cache entry %q", key))
-	if err != nil {
-		return err
-	}
-	defer l.Release()
-	le := migrate.ReadEntry(from, key)
-	if le.Corrupt != nil {
-		return fmt.Errorf("the source entry changed and is now corrupt (%s); kept", le.Corrupt.Reason)
-	}
-	meta, err := legacyMetadata(le.Metadata).check()
-	if err != nil {
-		return err
-	}
-	src, err := statLegacy(&le)
-	if err != nil {
-		return err
-	}
-	same, err := sameAsLegacy(rec, meta, &le, src)
-	if err != nil {
-		return err
-	}
-	if !same {
-		return errors.New("the source entry differs from kcache's; kept (run migrate again to import it)")
-	}
-	for _, b := range []*index.Blob{&rec.Image, rec.Vmlinux} {
-		if b == nil {
-			continue
-		}
-		if err := c.blobs.Verify(b.Digest); err != nil {
-			return fmt.Errorf("kcache's copy does not verify (%w); the source is kept", err)
-		}
-	}
-	aside := migrate.StagingPath(from, key)
-	if err := os.RemoveAll(aside); err != nil {
-		return err
-	}
-	if err := os.Rename(le.Dir, aside); err != nil {
-		return fmt.Errorf("move %s aside: %w", le.Dir, err)
-	}
-	if err := fsync.Dir(from); err != nil {
-		c.warnf("%v", err)
-	}
-	if err := os.RemoveAll(aside); err != nil {
-		c.warnf("remove %s: %v (ktstr's orphan sweep removes it later)", aside, err)
-	}
-	return nil
+// legacyMetaMatches reports whether rec was imported by a migration from a
+// legacy entry with this metadata (meta from legacyMetadata, stripped its
+// vmlinux_stripped).
+func legacyMetaMatches(rec *index.Record, meta Metadata, stripped bool) bool {
+	mig := rec.Migrated
+	meta.ConfigHZ = nil
+	return mig != nil && reflect.DeepEqual(recordMetadata(rec), meta) && mig.LegacyStripped == stripped &&
+		mig.ImageSHA256 == rec.Image.Digest
 }
 
 func sha256File(path string) (digest string, size int64, err error) {

@@ -34,10 +34,18 @@ files are skipped without writing, changed ones are imported again.
 
 --remove-source removes from the source each entry that kcache holds and that
 verifies (source files hash to what kcache recorded, kcache's blobs re-hash
-to their digests), under ktstr's exclusive lock taken without waiting.
+to their digests), under ktstr's exclusive lock taken without waiting. Only
+the files kcache imported are deleted: metadata.json, the image and the
+vmlinux when it was imported. Anything else in the entry directory (notes,
+debug files, a vmlinux that has_vmlinux does not claim, a subdirectory, a
+symlink) stays, and so does the directory, with a note in the report. A
+symlinked entry, image, vmlinux or metadata.json is never followed: the
+entry is kept.
 
 Exit 0 when the migration ran (also when entries were corrupt, busy or
-refused: they are reported), 1 on an error.`,
+refused: they are reported), 1 on an error. An error midway still prints
+the report of the entries done before it (with --json, its "error" field
+holds the error, null on success), then the error on stderr.`,
 		Example: `  kcache migrate --dry-run
   kcache migrate --from ~/.cache/ktstr/kernels --json
   kcache migrate --remove-source`,
@@ -56,14 +64,25 @@ refused: they are reported), 1 on an error.`,
 				}
 			}
 			r, err := c.Migrate(opt)
-			if err != nil {
-				return err
+			// What was done is printed even when an error stopped the
+			// migration midway: entries already imported (and removed
+			// from the source) must not go unreported. The error follows
+			// on stderr, with exit 1.
+			switch {
+			case r == nil:
+			case asJSON:
+				var msg *string
+				if err != nil {
+					s := err.Error()
+					msg = &s
+				}
+				if werr := writeJSON(a.stdout, migrateJSON{r, msg}); werr != nil && err == nil {
+					err = werr
+				}
+			case err == nil || migrateDidSomething(r):
+				renderMigrate(a, r)
 			}
-			if asJSON {
-				return writeJSON(a.stdout, r)
-			}
-			renderMigrate(a, r)
-			return nil
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -73,6 +92,20 @@ refused: they are reported), 1 on an error.`,
 	f.DurationVar(&opt.LockTimeout, "lock-timeout", kcache.DefaultSharedTimeout, "how long to wait for a ktstr process replacing an entry before reporting it busy")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
+}
+
+// migrateJSON is migrate's --json output: the report and the error that
+// stopped the migration, null when it ran to the end.
+type migrateJSON struct {
+	*kcache.MigrateReport
+	Error *string `json:"error"`
+}
+
+// migrateDidSomething reports whether r has any entry: a migration that
+// failed before its first entry has nothing to show but the error.
+func migrateDidSomething(r *kcache.MigrateReport) bool {
+	return len(r.Imported)+len(r.SkippedExisting)+len(r.Corrupt)+len(r.Busy)+len(r.Conflicts)+
+		len(r.Failed)+len(r.RemovedFromSource)+len(r.NotRemoved) > 0
 }
 
 func renderMigrate(a *app, r *kcache.MigrateReport) {
@@ -87,6 +120,9 @@ func renderMigrate(a *app, r *kcache.MigrateReport) {
 	}
 	if len(r.RemovedFromSource)+len(r.NotRemoved) > 0 {
 		fmt.Fprintf(a.stdout, ", %d removed from the source", len(r.RemovedFromSource))
+		if n := len(r.SourceDirsKept); n > 0 {
+			fmt.Fprintf(a.stdout, " (%d with their directory kept)", n)
+		}
 	}
 	fmt.Fprintln(a.stdout)
 	tw := tabwriter.NewWriter(a.stdout, 2, 8, 2, ' ', 0)
@@ -112,7 +148,15 @@ func renderMigrate(a *app, r *kcache.MigrateReport) {
 	for _, e := range r.Failed {
 		fmt.Fprintf(tw, "  refused\t%s\t%s\n", e.Key, e.Reason)
 	}
+	kept := map[string]string{}
+	for _, e := range r.SourceDirsKept {
+		kept[e.Key] = e.Reason
+	}
 	for _, k := range r.RemovedFromSource {
+		if why, ok := kept[k]; ok {
+			fmt.Fprintf(tw, "  removed\t%s\tsource directory kept: %s\n", k, why)
+			continue
+		}
 		fmt.Fprintf(tw, "  removed\t%s\n", k)
 	}
 	for _, e := range r.NotRemoved {

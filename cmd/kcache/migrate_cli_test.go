@@ -90,7 +90,7 @@ func TestMigrateCLIReport(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"from", "imported", "skipped_existing", "corrupt", "busy", "removed_from_source", "bytes_in", "bytes_stored"} {
+	for _, k := range []string{"from", "imported", "skipped_existing", "corrupt", "busy", "removed_from_source", "source_dirs_kept", "bytes_in", "bytes_stored", "error"} {
 		if _, ok := r[k]; !ok {
 			t.Errorf("JSON report has no %q: %s", k, out)
 		}
