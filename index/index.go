@@ -22,7 +22,8 @@ import (
 //	1  buckets meta, entries, by_time, blobs, pins; stats created lazily
 //	2  the stats bucket exists from creation on (added by package migrate's
 //	   step 1→2); records and blob refs are unchanged: their later fields
-//	   (BlobRef.Dying, Record.Corrupt) are omitempty, so v1 values decode
+//	   (BlobRef.Dying, Record.Corrupt) are omitempty, so v1 values decode;
+//	   so is BlobRef.Ctime, added later within schema 2 (absent = unknown)
 const SchemaVersion = 2
 
 // MinReadSchema is the oldest schema that a read-only open with
@@ -641,6 +642,22 @@ func (t *Tx) addRef(digest string, size int64, delta int64) (int64, error) {
 		return 0, err
 	}
 	return ref.Refs, b.Put([]byte(digest), v)
+}
+
+// SetBlobCtime records ctime as the inode change time of blob digest's file
+// once kcache has written or hashed it (BlobRef.Ctime). A blob the index
+// does not reference, or one that is dying, is left alone.
+func (t *Tx) SetBlobCtime(digest string, ctime int64) error {
+	ref, ok, err := t.Blob(digest)
+	if err != nil || !ok || ref.Dying != "" || ref.Ctime == ctime {
+		return err
+	}
+	ref.Ctime = ctime
+	v, err := msgpack.Marshal(&ref)
+	if err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketBlobs).Put([]byte(digest), v)
 }
 
 // Blob returns the bookkeeping for a digest, if the index references it.
