@@ -644,22 +644,6 @@ func (t *Tx) addRef(digest string, size int64, delta int64) (int64, error) {
 	return ref.Refs, b.Put([]byte(digest), v)
 }
 
-// SetBlobCtime records ctime as the inode change time of blob digest's file
-// once kcache has written or hashed it (BlobRef.Ctime). A blob the index
-// does not reference, or one that is dying, is left alone.
-func (t *Tx) SetBlobCtime(digest string, ctime int64) error {
-	ref, ok, err := t.Blob(digest)
-	if err != nil || !ok || ref.Dying != "" || ref.Ctime == ctime {
-		return err
-	}
-	ref.Ctime = ctime
-	v, err := msgpack.Marshal(&ref)
-	if err != nil {
-		return err
-	}
-	return t.tx.Bucket(bucketBlobs).Put([]byte(digest), v)
-}
-
 // Blob returns the bookkeeping for a digest, if the index references it.
 func (t *Tx) Blob(digest string) (BlobRef, bool, error) {
 	v := t.tx.Bucket(bucketBlobs).Get([]byte(digest))
