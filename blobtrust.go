@@ -39,13 +39,6 @@ func (c *Cache) blobTrust(digests []string) blobstore.Trust {
 	}
 }
 
-// trusted reports whether blob d's file can be used without hashing it: a
-// single link, size as recorded and the ctime trust vouches for.
-func (c *Cache) trusted(d string, size int64, trust blobstore.Trust) bool {
-	in, err := c.blobs.Inode(d)
-	return err == nil && in.Size == size && in.Nlink == 1 && trust(d, in.Ctime)
-}
-
 // recordCtimes records, in the transaction that references them, the ctimes
 // CommitAll left the blobs with (index.Tx.SetBlobCtime).
 func recordCtimes(tx *index.Tx, bs []blobstore.Blob) error {
