@@ -187,8 +187,8 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
+	staged = false // renamed into place: staging is gone, or holds the old entry
 	if swapped {
-		staged = false
 		if err := removeKtstrEntry(staging); err != nil {
 			// Something other than an entry was swapped out: it changed
 			// between the check and the exchange. Put it back; never
