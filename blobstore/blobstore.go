@@ -181,7 +181,8 @@ type Blob struct {
 	// Ctime is the installed file's inode change time (unix nanoseconds)
 	// as CommitAll left it: a later write through any link to the file, a
 	// chmod or a rename moves it, which is how a caller that records it can
-	// tell later that the file may no longer hold this content.
+	// tell later that the file may no longer hold this content. 0 when the
+	// file was gone again by then (a concurrent remover).
 	Ctime int64
 	// Replaced is true when a file was already at the blob's path but did
 	// not hold its content (or had other hard links) and was replaced.
@@ -311,12 +312,12 @@ func (s *Store) CommitAllTrust(ws []*Writer, trust Trust, installed func(i int))
 			addDir(sub)
 		}
 		// After the last change kcache makes to the file (rename, chtimes):
-		// the ctime a caller records must be the file's settled one.
-		in, err := lstatInode(final)
-		if err != nil {
-			return nil, fmt.Errorf("install blob %s: %w", digest, err)
+		// the ctime a caller records must be the file's settled one. A
+		// file a concurrent remover unlinked meanwhile leaves it unknown
+		// (0); the caller's own presence check deals with the vanished blob.
+		if in, err := lstatInode(final); err == nil {
+			bs[i].Ctime = in.Ctime
 		}
-		bs[i].Ctime = in.Ctime
 		if installed != nil {
 			installed(i)
 		}
