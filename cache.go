@@ -187,7 +187,8 @@ func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 // the documented error_kind words: malformed, schema_drift (the record does
 // not decode), image_missing, vmlinux_missing (a blob file is gone),
 // image_size_mismatch, vmlinux_size_mismatch (a blob file has the wrong size),
-// or — persisted on the record by Verify or Doctor, and reported first —
+// image_content_mismatch, vmlinux_content_mismatch (a blob file changed since
+// it was stored — its ctime moved — and no longer hashes to its digest), or — persisted on the record by Verify or Doctor, and reported first —
 // blob_missing, blob_mismatch (index.CorruptMark).
 type CorruptError struct {
 	Key    string

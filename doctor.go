@@ -670,7 +670,7 @@ func readIfManifest(path string) ([]byte, bool, error) {
 func (c *Cache) blobMark(rec *index.Record) *index.CorruptMark {
 	uses := roleUses(rec)
 	for _, u := range uses[:len(uses)-1] { // the manifest was just read
-		f, err := c.checkOneBlob(u.blob.Digest, u.blob.Size, false)
+		f, _, err := c.checkOneBlob(u.blob.Digest, u.blob.Size, false, ctimeIgnored)
 		if err != nil || f == nil {
 			continue
 		}

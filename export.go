@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,9 +27,14 @@ type ExportReport struct {
 type ExportedEntry struct {
 	Key  string `json:"key"`
 	Path string `json:"path"` // DIR/<key>
-	// Linked is true when every blob was hard-linked into the entry
-	// directory, false when at least one was copied (another filesystem).
+	// Linked is always false: export no longer hard-links blobs, because a
+	// write through such a link (root ignores the 0444 mode) changed the
+	// cache's blob. Kept so that readers of the JSON form still find it.
 	Linked bool `json:"linked"`
+	// Reflinked is true when every file was cloned (FICLONE: shared
+	// extents, copy-on-write, so a write to it never reaches the blob),
+	// false when at least one was copied byte by byte.
+	Reflinked bool `json:"reflinked"`
 }
 
 // ExportFailure is a key that was not exported.
@@ -46,14 +52,18 @@ type ExportFailure struct {
 //	dir/<key>/metadata.json    ktstr's exact shape (see MarshalKtstrMetadata)
 //
 // With all it exports every usable entry (corrupt ones are reported as
-// failed), else the given keys. Blobs are hard-linked when dir is on the
-// cache's filesystem and copied otherwise; a link shares the blob's
-// read-only mode (0444), which ktstr does not mind.
+// failed), else the given keys. Blobs are cloned (FICLONE) where the
+// filesystem can, else copied; never hard-linked, so that no write to an
+// exported file reaches the cache. The files are read-only (0444).
 //
-// Each entry is built in dir/.tmp-<key>-<pid> (ktstr's staging name, which
-// its orphan sweep recognises) and renamed into place; an existing
-// dir/<key> is swapped out atomically (renameat2 RENAME_EXCHANGE) and then
-// removed, so a reader of dir sees the old entry or the new one. When dir
+// dir must not be the cache root or inside it. Each entry is built in
+// dir/.tmp-<key>-<pid> (ktstr's staging name, which its orphan sweep
+// recognises) and renamed into place; an existing dir/<key> is replaced
+// only when it is a ktstr entry (see export_dest.go: a metadata.json and
+// nothing but an entry's files), anything else there is refused. It is
+// swapped out atomically (renameat2 RENAME_EXCHANGE), checked again and
+// removed file by file, so a reader of dir sees the old entry or the new
+// one. When dir
 // is a ktstr cache (it has a .locks directory), the swap holds ktstr's
 // exclusive lock on .locks/<key>.lock, waiting up to
 // Options.StoreLockTimeout for ktstr processes that hold it shared. While
@@ -83,8 +93,16 @@ func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, erro
 			keys = append(keys, le.Key)
 		}
 	}
+	if err := c.checkExportDir(dir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("export: create %s: %w", dir, err)
+	}
+	// Again now that dir exists: the first check saw only its nearest
+	// existing ancestor.
+	if err := c.checkExportDir(dir); err != nil {
+		return nil, err
 	}
 	for _, key := range keys {
 		ex, err := c.exportOne(key, dir)
@@ -126,23 +144,36 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 	}
 
 	staging := migrate.StagingPath(dir, key)
-	if err := os.RemoveAll(staging); err != nil {
-		return nil, fmt.Errorf("export %q: %w", key, err)
+	if _, err := os.Lstat(staging); err == nil {
+		// A leftover of an export by a dead process with our pid: remove
+		// it only if it is entry-shaped.
+		if err := removeKtstrEntry(staging); err != nil {
+			return nil, fmt.Errorf("export %q: stale staging directory: %w", key, err)
+		}
 	}
 	if err := os.Mkdir(staging, 0o755); err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
-	defer os.RemoveAll(staging) // after a successful swap it holds the old entry
-	linked, err := linkOrCopy(e.ImagePath, filepath.Join(staging, e.ImageName))
+	ours := []string{e.ImageName, "vmlinux", "metadata.json"}
+	staged := true // staging holds what we built (else the swapped-out entry)
+	defer func() {
+		if !staged {
+			return
+		}
+		if err := removeNames(staging, ours); err != nil {
+			c.warnf("export %q: %v", key, err)
+		}
+	}()
+	reflinked, err := cloneOrCopy(e.ImagePath, filepath.Join(staging, e.ImageName))
 	if err != nil {
 		return nil, fmt.Errorf("export %q: image: %w", key, err)
 	}
 	if e.VmlinuxPath != "" {
-		vl, err := linkOrCopy(e.VmlinuxPath, filepath.Join(staging, "vmlinux"))
+		vr, err := cloneOrCopy(e.VmlinuxPath, filepath.Join(staging, "vmlinux"))
 		if err != nil {
 			return nil, fmt.Errorf("export %q: vmlinux: %w", key, err)
 		}
-		linked = linked && vl
+		reflinked = reflinked && vr
 	}
 	if err := fsync.WriteNew(filepath.Join(staging, "metadata.json"), bytes.NewReader(meta), 0o644); err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
@@ -152,16 +183,31 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 	}
 
 	final := filepath.Join(dir, key)
-	if err := installExported(staging, final, dir, key, c.opt.StoreLockTimeout); err != nil {
+	swapped, err := installExported(staging, final, dir, key, c.opt.StoreLockTimeout)
+	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
-	return &ExportedEntry{Key: key, Path: final, Linked: linked}, nil
+	staged = false // renamed into place: staging is gone, or holds the old entry
+	if swapped {
+		if err := removeKtstrEntry(staging); err != nil {
+			// Something other than an entry was swapped out: it changed
+			// between the check and the exchange. Put it back; never
+			// delete it.
+			if xerr := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE); xerr != nil {
+				return nil, fmt.Errorf("export %q: %s changed while being replaced (%v); what was there is now in %s, left untouched: %w", key, final, err, staging, xerr)
+			}
+			staged = true
+			return nil, fmt.Errorf("export %q: %s changed while being replaced; it was put back untouched: %w", key, final, err)
+		}
+	}
+	return &ExportedEntry{Key: key, Path: final, Reflinked: reflinked}, nil
 }
 
 // installExported renames staging to final, or exchanges them when final
-// exists (the old entry then lies in staging for the caller to remove). In
+// is a ktstr entry (the old entry then lies in staging for the caller to
+// check and remove; swapped says so). Anything else at final is refused. In
 // a ktstr cache it holds ktstr's exclusive entry lock while doing so.
-func installExported(staging, final, dir, key string, timeout time.Duration) error {
+func installExported(staging, final, dir, key string, timeout time.Duration) (swapped bool, err error) {
 	if fi, err := os.Stat(filepath.Join(dir, ".locks")); err == nil && fi.IsDir() {
 		// ktstr creates lock files lazily and never removes them; creating
 		// one here closes the window where a reader creates it after a
@@ -169,43 +215,57 @@ func installExported(staging, final, dir, key string, timeout time.Duration) err
 		l, err := lock.Acquire(bg, migrate.LockPath(dir, key), lock.Exclusive, timeout,
 			fmt.Sprintf("ktstr cache entry %q in %s", key, dir))
 		if err != nil {
-			return err
+			return false, err
 		}
 		defer l.Release()
 	}
-	err := os.Rename(staging, final)
+	// NOREPLACE: a plain rename would replace an empty directory someone
+	// made at final meanwhile.
+	err = unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
 	if err == nil {
-		return nil
+		return false, nil
 	}
-	if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTDIR) && !errors.Is(err, unix.EISDIR) {
-		return fmt.Errorf("install %s: %w", final, err)
+	if !errors.Is(err, unix.EEXIST) {
+		return false, fmt.Errorf("install %s: %w", final, err)
+	}
+	// Checked right before the swap; the window until the exchange is
+	// covered by the caller's check of what the exchange swapped out.
+	if _, err := ktstrEntryFiles(final); err != nil {
+		return false, err
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE); err != nil {
-		return fmt.Errorf("replace %s atomically (renameat2 RENAME_EXCHANGE): %w", final, err)
+		return false, fmt.Errorf("replace %s atomically (renameat2 RENAME_EXCHANGE): %w", final, err)
 	}
-	return nil
+	return true, nil
 }
 
-// linkOrCopy hard-links src to dst, or copies it (with src's permissions)
-// when linking fails: another filesystem (EXDEV), no link support, a link
-// limit. It reports whether it linked.
-func linkOrCopy(src, dst string) (linked bool, err error) {
-	if os.Link(src, dst) == nil {
-		return true, nil
-	}
+// cloneOrCopy writes a read-only (0444) copy of src at dst: a clone
+// (FICLONE, sharing extents copy-on-write) where the filesystem can, else
+// a byte copy. Never a hard link: a write through a link would change the
+// blob itself. It reports whether it cloned.
+func cloneOrCopy(src, dst string) (cloned bool, err error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return false, err
 	}
 	defer in.Close()
-	fi, err := in.Stat()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return false, err
 	}
-	if err := fsync.WriteNew(dst, in, fi.Mode().Perm()|0o200); err != nil {
+	defer out.Close()
+	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
+		cloned = true
+	} else if _, err := io.Copy(out, in); err != nil {
 		return false, fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
-	return false, os.Chmod(dst, fi.Mode().Perm())
+	if err := out.Chmod(0o444); err != nil {
+		return false, err
+	}
+	if err := out.Sync(); err != nil {
+		return false, fmt.Errorf("fsync %s: %w", dst, err)
+	}
+	return cloned, out.Close()
 }
 
 // MarshalKtstrMetadata returns rec as ktstr writes metadata.json (see

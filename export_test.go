@@ -152,7 +152,7 @@ func sameBytes(t *testing.T, a, b string) {
 
 // A local build with a stripped vmlinux: metadata.json is exactly what ktstr
 // writes (ktstr-cache.md §1.4's example with these values), and the image
-// and vmlinux are the cache's blobs, hard-linked.
+// and vmlinux have the blobs' bytes but are not hard links to them.
 func TestExportKtstrLayoutExactBytes(t *testing.T) {
 	c, _ := newCache(t)
 	size, mtime := uint64(587788136), int64(1751464200)
@@ -176,7 +176,7 @@ func TestExportKtstrLayoutExactBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Failed) != 0 || len(rep.Exported) != 1 || !rep.Exported[0].Linked || rep.Exported[0].Path != filepath.Join(dir, key) {
+	if len(rep.Failed) != 0 || len(rep.Exported) != 1 || rep.Exported[0].Linked || rep.Exported[0].Path != filepath.Join(dir, key) {
 		t.Fatalf("report %+v", rep)
 	}
 	got, err := os.ReadFile(filepath.Join(dir, key, "metadata.json"))
@@ -209,8 +209,8 @@ func TestExportKtstrLayoutExactBytes(t *testing.T) {
 	for _, name := range []string{"bzImage", "vmlinux"} {
 		a, _ := os.Stat(filepath.Join(dir, key, name))
 		b, _ := os.Stat(map[string]string{"bzImage": e.ImagePath, "vmlinux": e.VmlinuxPath}[name])
-		if !os.SameFile(a, b) {
-			t.Errorf("%s was not hard-linked to its blob", name)
+		if a == nil || b == nil || os.SameFile(a, b) {
+			t.Errorf("%s is a hard link to its blob (or missing)", name)
 		}
 	}
 	ents, _ := os.ReadDir(dir)
@@ -284,7 +284,7 @@ func TestExportReplacesAndRespectsKtstrLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, old, "vmlinux", []byte("stale"))
-	writeFile(t, old, "metadata.json", []byte("{}"))
+	writeFile(t, old, "metadata.json", []byte(`{"image_name":"bzImage"}`))
 	// A ktstr reader holds the entry shared for a moment.
 	reader, err := lock.Acquire(context.Background(), filepath.Join(dir, ".locks", "k.lock"), lock.Shared, 0, "ktstr reader")
 	if err != nil {

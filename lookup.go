@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
 )
 
@@ -56,12 +57,16 @@ func (c *Cache) describe(key string, inView func(*Entry) error) (*Entry, error) 
 	}
 	var e *Entry
 	var entryErr error
+	var fresh map[string]int64
 	ok, err := c.view(func(tx *index.Tx) error {
 		rec, err := tx.Get(key)
 		if err != nil {
 			return err
 		}
 		e, entryErr = c.entryFrom(rec, tx.PinOf(key))
+		if entryErr == nil {
+			fresh, entryErr = c.checkChanged(tx, rec)
+		}
 		if entryErr == nil && inView != nil {
 			entryErr = inView(e)
 		}
@@ -79,7 +84,71 @@ func (c *Cache) describe(key string, inView func(*Entry) error) (*Entry, error) 
 	if entryErr != nil {
 		return nil, entryErr
 	}
+	c.recordFresh(fresh)
 	return e, nil
+}
+
+// checkChanged re-hashes each image or vmlinux blob of rec whose file's
+// ctime is not the one the index recorded (index.BlobRef.Ctime): something
+// wrote to it, perhaps through a hard link, since kcache stored or last
+// hashed it. Content that no longer matches makes the entry corrupt (kind
+// <role>_content_mismatch); content that does is returned with its new
+// ctime, to be recorded. A blob whose ctime was never recorded is not
+// checked here (verify and the next store of the same content check it).
+func (c *Cache) checkChanged(tx *index.Tx, rec *index.Record) (map[string]int64, error) {
+	var fresh map[string]int64
+	check := func(role, name string, b index.Blob) error {
+		ref, ok, err := tx.Blob(b.Digest)
+		if err != nil || !ok || ref.Ctime == 0 {
+			return nil
+		}
+		in, err := c.blobs.Inode(b.Digest)
+		if err != nil || in.Ctime == ref.Ctime {
+			return nil // a missing file was reported by entryFrom
+		}
+		switch err := c.blobs.Verify(b.Digest); {
+		case errors.Is(err, blobstore.ErrMismatch):
+			return &CorruptError{Key: rec.Key, Kind: role + "_content_mismatch",
+				Reason: fmt.Sprintf("%s file %s was changed after it was stored (a write through a hard link?): %v", role, name, err)}
+		case err != nil:
+			return &CorruptError{Key: rec.Key, Kind: role + "_unreadable", Reason: fmt.Sprintf("%s file %s: %v", role, name, err)}
+		}
+		if fresh == nil {
+			fresh = map[string]int64{}
+		}
+		fresh[b.Digest] = in.Ctime
+		return nil
+	}
+	if err := check("image", rec.ImageName, rec.Image); err != nil {
+		return nil, err
+	}
+	if rec.Vmlinux != nil {
+		if err := check("vmlinux", "vmlinux", *rec.Vmlinux); err != nil {
+			return nil, err
+		}
+	}
+	return fresh, nil
+}
+
+// recordFresh records the ctimes of blobs that checkChanged hashed right,
+// so that the next lookup does not hash them again. Best effort, like touch.
+func (c *Cache) recordFresh(fresh map[string]int64) {
+	if len(fresh) == 0 || c.opt.ReadOnly {
+		return
+	}
+	db, err := index.Open(c.IndexPath(), index.Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	_ = db.Update(func(tx *index.Tx) error {
+		for d, ct := range fresh {
+			if err := tx.SetBlobCtime(d, ct); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // touch records last_used when it is older than lastUsedInterval. It is best

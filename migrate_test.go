@@ -12,10 +12,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kcache/kcache"
+	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/ktstrfixture"
 	"github.com/kcache/kcache/internal/legacy"
 	"github.com/kcache/kcache/migrate"
@@ -305,6 +307,9 @@ func TestMigrateRemoveSource(t *testing.T) {
 	if err := os.WriteFile(blob, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// As bit rot would, which leaves the file's ctime alone: the index's
+	// recorded ctime is the damaged file's, so only hashing finds it.
+	recordCtimeOf(t, c, e.Image.Digest)
 	h := procStartHelper(t, "holdflock", migrate.LockPath(f.Root, inUse), "shared")
 	h.expectLine("ready")
 
@@ -351,5 +356,24 @@ func TestMigrateRemoveSource(t *testing.T) {
 	}
 	for _, k := range want {
 		migCheckEntry(t, c, f.Valid[k])
+	}
+}
+
+// recordCtimeOf sets the index's recorded ctime of blob d to its file's
+// current one, as if the file had changed without its ctime moving (bit
+// rot): kcache then trusts it until it hashes it.
+func recordCtimeOf(t *testing.T, c *kcache.Cache, d string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(c.BlobPath(d), &st); err != nil {
+		t.Fatal(err)
+	}
+	db, err := index.Open(c.IndexPath(), index.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *index.Tx) error { return tx.SetBlobCtime(d, st.Ctim.Nano()) }); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -55,16 +55,22 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 	}()
 	// Blobs found locally may vanish before the install references them
 	// (see dyingRetry); then they are fetched again.
+	digests := make([]string, len(rep.Blobs))
+	for i, b := range rep.Blobs {
+		digests[i] = b.Digest
+	}
 	for retry := newDyingRetry(); ; {
+		trust := c.blobTrust(digests)
+		var bs []blobstore.Blob // with the ctimes to record
 		for i := range rep.Blobs {
-			n, err := c.fetchBlob(ctx, r, st, key, &rep.Blobs[i], opt)
+			n, err := c.fetchBlob(ctx, r, st, key, &rep.Blobs[i], opt, trust, &bs)
 			if err != nil {
 				return rep, fmt.Errorf("pull %q: %w", key, err)
 			}
 			rep.Bytes += n
 		}
 		failpoint.Hit(failpoint.PullAfterBlobs)
-		err := c.install(ctx, st, rec)
+		err := c.install(ctx, st, rec, bs)
 		if retry.again(err) {
 			continue
 		}
@@ -126,10 +132,15 @@ func (c *Cache) matchesLocal(want *index.Record) bool {
 }
 
 // fetchBlob makes b present in blobs/: nothing to do when it already is
-// (with its size), else it downloads the object into the staging directory,
-// checks size and digest, and commits it. It returns the bytes downloaded.
-func (c *Cache) fetchBlob(ctx context.Context, r remote.Remote, st *staging, key string, b *BlobTransfer, opt TransferOptions) (int64, error) {
-	if n, err := c.blobs.Stat(b.Digest); err == nil && n == b.Size {
+// (with its size, one link, and either the ctime trust vouches for or bytes
+// that hash right), else it downloads the object into the staging
+// directory, checks size and digest, and commits it (replacing a damaged
+// file). It returns the bytes downloaded, and appends the blob with its
+// ctime to bs.
+func (c *Cache) fetchBlob(ctx context.Context, r remote.Remote, st *staging, key string, b *BlobTransfer, opt TransferOptions, trust blobstore.Trust, bs *[]blobstore.Blob) (int64, error) {
+	if in, err := c.blobs.Inode(b.Digest); err == nil && in.Size == b.Size && in.Nlink == 1 &&
+		(trust(b.Digest, in.Ctime) || c.blobs.Verify(b.Digest) == nil) {
+		*bs = append(*bs, blobstore.Blob{Digest: b.Digest, Size: b.Size, Ctime: in.Ctime})
 		return 0, nil
 	}
 	name := remote.BlobName(b.Digest)
@@ -161,9 +172,12 @@ func (c *Cache) fetchBlob(ctx context.Context, r remote.Remote, st *staging, key
 		w.Abort()
 		return n, fmt.Errorf("%s: digest mismatch: the bytes have sha256 %s; the object is damaged on the server (or was in transit); nothing installed; if a pull again fails the same way, push the key again from a cache that has it", where, got)
 	}
-	if _, _, err := w.Commit(); err != nil {
+	got, err := c.blobs.CommitAll([]*blobstore.Writer{w}, nil)
+	if err != nil {
 		return n, err
 	}
+	c.warnReplaced(got)
+	*bs = append(*bs, got...)
 	b.Transferred = true
 	return n, nil
 }
@@ -180,19 +194,25 @@ func (m midBlobFailpoint) Write(p []byte) (int, error) {
 
 // install records rec as key's entry under the key's exclusive lock: its
 // manifest blob (stored_at is now: when the entry reached this cache), then
-// one index transaction. A pin on the key is kept.
-func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record) error {
+// one index transaction, which also records the ctimes of bs and of the
+// manifest. A pin on the key is kept.
+func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record, bs []blobstore.Blob) error {
 	l, err := c.acquire(ctx, rec.Key, lock.Exclusive, c.opt.StoreLockTimeout)
 	if err != nil {
 		return err
 	}
 	defer l.Release()
 	rec.StoredAt = time.Now().UTC().Format(time.RFC3339Nano)
-	if err := c.writeManifest(st, rec); err != nil {
+	mb, err := c.writeManifest(st, rec)
+	if err != nil {
 		return err
 	}
+	bs = append(bs, mb)
 	return c.update(func(tx *index.Tx) ([]string, error) {
 		released, err := tx.Put(rec, c.hasBlob)
+		if err == nil {
+			err = recordCtimes(tx, bs)
+		}
 		failpoint.Hit(failpoint.PullBeforeCommit)
 		return released, err
 	})

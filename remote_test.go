@@ -406,6 +406,12 @@ func TestPushRefusesDamagedLocalBlob(t *testing.T) {
 	if err := os.WriteFile(e.ImagePath, data, 0o444); err != nil {
 		t.Fatal(err)
 	}
+	// The write moved the blob's ctime: the entry reads as corrupt.
+	if _, err := c.Push(bg, r, "k", kcache.TransferOptions{}); !errors.Is(err, kcache.ErrCorruptEntry) {
+		t.Fatalf("push of a blob written in place: %v", err)
+	}
+	// Bit rot leaves the ctime alone: push's own hash check refuses it.
+	recordCtimeOf(t, c, e.Image.Digest)
 	if _, err := c.Push(bg, r, "k", kcache.TransferOptions{}); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("push of a damaged blob: %v", err)
 	}

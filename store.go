@@ -92,7 +92,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	}()
 
 	for retry := newDyingRetry(); ; {
-		rec, err := c.ingest(st, key, meta, image, vmlinux, mig)
+		rec, bs, err := c.ingest(st, key, meta, image, vmlinux, mig)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
@@ -100,6 +100,9 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		err = c.update(func(tx *index.Tx) ([]string, error) {
 			pin = tx.PinOf(key)
 			released, err := tx.Put(rec, c.hasBlob)
+			if err == nil {
+				err = recordCtimes(tx, bs)
+			}
 			failpoint.Hit(failpoint.StoreBeforeCommit)
 			return released, err
 		})
@@ -167,10 +170,13 @@ func openInput(role, path string) (*os.File, error) {
 }
 
 // ingest copies the inputs and the manifest into blobs and returns the record
-// that references them. The three blobs are staged first and committed
+// that references them, and the committed blobs (their ctimes go into the
+// index with the record). The three blobs are staged first and committed
 // together (blobstore.CommitAll: their fsyncs share journal commits), then
-// the failpoints of each blob's installation are passed in order.
-func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated) (*index.Record, error) {
+// the failpoints of each blob's installation are passed in order. A blob
+// file already present is reused only when its recorded ctime vouches for
+// it or its bytes hash right (blobTrust); else it is replaced.
+func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated) (*index.Record, []blobstore.Blob, error) {
 	rec := &index.Record{
 		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
 		ImageName: meta.ImageName, ConfigHash: meta.ConfigHash, BuiltAt: meta.BuiltAt,
@@ -186,7 +192,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 	}()
 	iw, err := c.stageFile(st, image)
 	if err != nil {
-		return nil, fmt.Errorf("copy kernel image to cache: %w", err)
+		return nil, nil, fmt.Errorf("copy kernel image to cache: %w", err)
 	}
 	ws = append(ws, iw)
 	rec.Image = index.Blob{Digest: iw.Digest(), Size: iw.Size()}
@@ -197,22 +203,27 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 			ws = append(ws, vw)
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		points = append(points, failpoint.StoreAfterVmlinux)
 	}
 	mw, err := c.stageManifest(st, rec)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ws = append(ws, mw)
 	points = append(points, failpoint.StoreAfterManifest)
-	bs, err := c.blobs.CommitAll(ws, func(i int) { failpoint.Hit(points[i]) })
-	if err != nil {
-		return nil, fmt.Errorf("install blobs: %w", err)
+	digests := make([]string, len(ws))
+	for i, w := range ws {
+		digests[i] = w.Digest()
 	}
+	bs, err := c.blobs.CommitAllTrust(ws, c.blobTrust(digests), func(i int) { failpoint.Hit(points[i]) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("install blobs: %w", err)
+	}
+	c.warnReplaced(bs)
 	rec.Manifest.Digest, rec.Manifest.Size = bs[len(bs)-1].Digest, bs[len(bs)-1].Size
-	return rec, nil
+	return rec, bs, nil
 }
 
 // stageManifest stages rec's manifest blob.
@@ -233,16 +244,19 @@ func (c *Cache) stageManifest(st *staging, rec *index.Record) (*blobstore.Writer
 }
 
 // writeManifest stores rec's manifest blob on its own (Pull, whose other
-// blobs are in place already) and records its digest in rec.
-func (c *Cache) writeManifest(st *staging, rec *index.Record) error {
+// blobs are in place already), records its digest in rec and returns the
+// committed blob.
+func (c *Cache) writeManifest(st *staging, rec *index.Record) (blobstore.Blob, error) {
 	w, err := c.stageManifest(st, rec)
 	if err != nil {
-		return err
+		return blobstore.Blob{}, err
 	}
-	if rec.Manifest.Digest, rec.Manifest.Size, err = w.Commit(); err != nil {
-		return fmt.Errorf("write manifest: %w", err)
+	bs, err := c.blobs.CommitAll([]*blobstore.Writer{w}, nil)
+	if err != nil {
+		return blobstore.Blob{}, fmt.Errorf("write manifest: %w", err)
 	}
-	return nil
+	rec.Manifest.Digest, rec.Manifest.Size = bs[0].Digest, bs[0].Size
+	return bs[0], nil
 }
 
 // stageFile copies f from its start into a staged blob writer.

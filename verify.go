@@ -22,8 +22,12 @@ import (
 type VerifyOptions struct {
 	// Keys limits the check to these entries; empty means every entry.
 	Keys []string
-	// Deep re-hashes every blob; otherwise only presence and size are
-	// checked (which catches missing and truncated blobs, not flipped bytes).
+	// Deep re-hashes every blob; otherwise presence and size are checked,
+	// and only the blobs whose file is suspect are re-hashed: its inode
+	// change time is not the one the index recorded when kcache last wrote
+	// or hashed it (a write through a hard link moves it; unknown for
+	// blobs stored before kcache recorded it), or it has more than one
+	// link. Flipped bytes with an unchanged ctime need Deep.
 	Deep bool
 	// Progress, when set, is called after each blob with the number checked
 	// so far and the total.
@@ -91,6 +95,9 @@ type blobUse struct {
 
 type blobFault struct{ kind, detail string }
 
+// ctimeIgnored, as checkOneBlob's recorded ctime, skips the ctime check.
+const ctimeIgnored = -1
+
 func roleUses(rec *index.Record) []blobUse {
 	uses := []blobUse{{key: rec.Key, role: RoleImage, blob: rec.Image}}
 	if rec.Vmlinux != nil {
@@ -113,6 +120,7 @@ func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(i
 		selected[k] = true
 	}
 	found := map[string]bool{}
+	recorded := map[string]int64{} // digest -> the index's BlobRef.Ctime
 	if _, err := c.view(func(tx *index.Tx) error {
 		return tx.ForEach(func(key string, rec *index.Record, err error) error {
 			var derr *index.DecodeError
@@ -125,6 +133,13 @@ func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(i
 			}
 			found[key] = true
 			for _, u := range roleUses(rec) {
+				if _, seen := recorded[u.blob.Digest]; !seen {
+					ref, _, err := tx.Blob(u.blob.Digest)
+					if err != nil {
+						return err
+					}
+					recorded[u.blob.Digest] = ref.Ctime
+				}
 				if rec.Corrupt != nil {
 					u.marked = rec.Corrupt.Kind
 				}
@@ -150,18 +165,32 @@ func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(i
 	sort.Strings(digests)
 
 	bad := map[string]blobFault{}
+	fresh := map[string]int64{} // blobs hashed right whose ctime the index lacks
 	for i, d := range digests {
-		f, err := c.checkOneBlob(d, uses[d][0].blob.Size, deep)
+		f, ctime, err := c.checkOneBlob(d, uses[d][0].blob.Size, deep, recorded[d])
 		if err != nil {
 			return nil, err
 		}
 		if f != nil {
 			bad[d] = *f
+		} else if ctime != 0 {
+			fresh[d] = ctime
 		}
 		rep.Checked++
 		if progress != nil {
 			progress(i+1, len(digests))
 		}
+	}
+	if len(fresh) > 0 && !reportOnly {
+		// Best effort: an unrecorded ctime only costs a hash next time.
+		_ = c.update(func(tx *index.Tx) ([]string, error) {
+			for d, ct := range fresh {
+				if err := tx.SetBlobCtime(d, ct); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
 	}
 	if len(bad) == 0 {
 		return rep, nil
@@ -205,29 +234,50 @@ func sortProblems(ps []BlobProblem) {
 // checkOneBlob returns what is wrong with blob d, or nil. Errors other than
 // a missing file or a bad content (permissions, I/O) are returned: they say
 // nothing about the blob.
-func (c *Cache) checkOneBlob(d string, size int64, deep bool) (*blobFault, error) {
-	n, err := c.blobs.Stat(d)
+//
+// Besides presence and size it hashes the blob, even when not deep, when
+// its file is suspect: its ctime is not the one the index recorded
+// (recorded, 0 when unknown) — something wrote to it, or it was never
+// checked since the field exists — or it has more than one link (a hard
+// link lets a write through it reach the blob). A blob that hashes right
+// and whose ctime the index lacks is returned with that ctime, for the
+// caller to record, so the next check is cheap again. recorded
+// ctimeIgnored skips the ctime comparison (a caller without the index's
+// blob records).
+func (c *Cache) checkOneBlob(d string, size int64, deep bool, recorded int64) (*blobFault, int64, error) {
+	in, err := c.blobs.Inode(d)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return &blobFault{index.CorruptBlobMissing, fmt.Sprintf("blob %s is missing from %s", d, c.blobs.Path(d))}, nil
+		return &blobFault{index.CorruptBlobMissing, fmt.Sprintf("blob %s is missing from %s", d, c.blobs.Path(d))}, 0, nil
 	case err != nil:
-		return nil, fmt.Errorf("verify blob %s: %w", d, err)
-	case n != size:
-		return &blobFault{index.CorruptBlobMismatch, fmt.Sprintf("blob %s is %d bytes, the index recorded %d", d, n, size)}, nil
+		return nil, 0, fmt.Errorf("verify blob %s: %w", d, err)
+	case in.Size != size:
+		return &blobFault{index.CorruptBlobMismatch, fmt.Sprintf("blob %s is %d bytes, the index recorded %d", d, in.Size, size)}, 0, nil
 	}
-	if !deep {
-		return nil, nil
+	suspect := recorded != ctimeIgnored && in.Ctime != recorded || in.Nlink > 1
+	if !deep && !suspect {
+		return nil, 0, nil
 	}
 	err = c.blobs.Verify(d)
 	switch {
 	case errors.Is(err, blobstore.ErrMismatch):
-		return &blobFault{index.CorruptBlobMismatch, err.Error()}, nil
+		detail := err.Error()
+		if recorded != 0 && in.Ctime != recorded {
+			detail += " (its file was changed after kcache stored it)"
+		}
+		if in.Nlink > 1 {
+			detail += fmt.Sprintf(" (its file has %d hard links)", in.Nlink)
+		}
+		return &blobFault{index.CorruptBlobMismatch, detail}, 0, nil
 	case errors.Is(err, fs.ErrNotExist):
-		return &blobFault{index.CorruptBlobMissing, fmt.Sprintf("blob %s is missing from %s", d, c.blobs.Path(d))}, nil
+		return &blobFault{index.CorruptBlobMissing, fmt.Sprintf("blob %s is missing from %s", d, c.blobs.Path(d))}, 0, nil
 	case err != nil:
-		return nil, fmt.Errorf("verify blob %s: %w", d, err)
+		return nil, 0, fmt.Errorf("verify blob %s: %w", d, err)
 	}
-	return nil, nil
+	if recorded != ctimeIgnored && in.Ctime != recorded && in.Nlink == 1 {
+		return nil, in.Ctime, nil
+	}
+	return nil, 0, nil
 }
 
 // quarantineAndMark re-checks each bad blob under the index write lock (a
@@ -263,7 +313,7 @@ func (c *Cache) quarantineAndMark(bad map[string]blobFault, uses map[string][]bl
 		}
 		sort.Strings(digests)
 		for _, d := range digests {
-			f, err := c.checkOneBlob(d, uses[d][0].blob.Size, deep || bad[d].kind == index.CorruptBlobMismatch)
+			f, _, err := c.checkOneBlob(d, uses[d][0].blob.Size, deep || bad[d].kind == index.CorruptBlobMismatch, ctimeIgnored)
 			if err != nil {
 				return nil, err
 			}

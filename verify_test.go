@@ -56,12 +56,14 @@ func listKinds(t *testing.T, c *kcache.Cache) map[string]string {
 	return out
 }
 
-// A flipped byte keeps the size, so only --deep sees it; a truncated blob is
-// caught by the size check. Both are quarantined (with their damaged bytes)
-// and the entries listed as corrupt with the persisted kind. A truncated blob
-// is blob_mismatch (the file is there, its content is wrong); the kind found
-// first is kept, so the second (deep) run, which finds the file gone, does
-// not turn it into blob_missing.
+// A flipped byte keeps the size, but the write moved the file's ctime away
+// from the one the index recorded, so the default verify re-hashes that
+// blob and finds it too; a truncated blob is caught by the size check. Both
+// are quarantined (with their damaged bytes) and the entries listed as
+// corrupt with the persisted kind. A truncated blob is blob_mismatch (the
+// file is there, its content is wrong); the kind found first is kept, so the
+// second (deep) run, which finds the files gone, does not turn it into
+// blob_missing.
 func TestVerifyQuarantinesAndMarks(t *testing.T) {
 	c, root := newCache(t)
 	flip := storeSmall(t, c, "flip", []byte(strings.Repeat("flip image ", 100)))
@@ -74,10 +76,15 @@ func TestVerifyQuarantinesAndMarks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Checked != 6 || rep.Deep || len(rep.Problems) != 1 {
-		t.Fatalf("default verify = %+v; want 6 blobs checked and only the truncated image", rep)
+	if rep.Checked != 6 || rep.Deep || len(rep.Problems) != 2 {
+		t.Fatalf("default verify = %+v; want 6 blobs checked and both damaged images", rep)
 	}
-	p := rep.Problems[0]
+	if p := rep.Problems[0]; p.Key != "flip" || p.ErrorKind != index.CorruptBlobMismatch || !strings.Contains(p.Detail, "changed after kcache stored it") {
+		t.Errorf("problem = %+v; want the flipped image, found by its ctime", p)
+	} else if data, err := os.ReadFile(p.QuarantinedTo); err != nil || string(data) != string(flipped) {
+		t.Errorf("flipped blob quarantined to %q: %v", p.QuarantinedTo, err)
+	}
+	p := rep.Problems[1]
 	if p.Key != "trunc" || p.Role != kcache.RoleImage || p.ErrorKind != index.CorruptBlobMismatch || p.Digest != trunc.Image.Digest {
 		t.Errorf("problem = %+v", p)
 	}
@@ -100,13 +107,8 @@ func TestVerifyQuarantinesAndMarks(t *testing.T) {
 	got := map[string]string{}
 	for _, p := range rep.Problems {
 		got[p.Key+"/"+p.Role] = p.ErrorKind
-		if p.Key == "flip" {
-			if data, err := os.ReadFile(p.QuarantinedTo); err != nil || string(data) != string(flipped) {
-				t.Errorf("flipped blob quarantined to %q: %v", p.QuarantinedTo, err)
-			}
-		}
 	}
-	if fmt.Sprint(got) != "map[flip/image:blob_mismatch trunc/image:blob_missing]" {
+	if fmt.Sprint(got) != "map[flip/image:blob_missing trunc/image:blob_missing]" {
 		t.Errorf("deep verify problems = %v", got)
 	}
 	if kinds := fmt.Sprint(listKinds(t, c)); kinds != "map[flip:blob_mismatch good:ok trunc:blob_mismatch]" {

@@ -178,9 +178,56 @@ func (w *Writer) Reset() error {
 type Blob struct {
 	Digest string
 	Size   int64
+	// Ctime is the installed file's inode change time (unix nanoseconds)
+	// as CommitAll left it: a later write through any link to the file, a
+	// chmod or a rename moves it, which is how a caller that records it can
+	// tell later that the file may no longer hold this content. 0 when the
+	// file was gone again by then (a concurrent remover).
+	Ctime int64
+	// Replaced is true when a file was already at the blob's path but did
+	// not hold its content (or had other hard links) and was replaced.
+	Replaced bool
 }
 
-// CommitAll commits several writers of this store together, which costs
+// Trust tells CommitAll whether the file already at a blob's path, whose
+// inode change time is ctime, may be taken to hold the blob's content
+// without reading it: true when the caller recorded that very ctime after
+// the file was last written or checked. A nil Trust trusts nothing.
+type Trust func(digest string, ctime int64) bool
+
+// Inode is what Lstat says about a blob file.
+type Inode struct {
+	Size  int64
+	Ctime int64  // inode change time, unix nanoseconds
+	Nlink uint64 // a blob kcache wrote has exactly one link
+}
+
+// Inode returns what the blob file d is; a missing blob, or something
+// other than a regular file at its path, is an fs.ErrNotExist error.
+func (s *Store) Inode(d string) (Inode, error) {
+	if !ValidDigest(d) {
+		return Inode{}, fmt.Errorf("blob %q: not a sha256 digest", d)
+	}
+	return lstatInode(s.Path(d))
+}
+
+func lstatInode(path string) (Inode, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return Inode{}, &fs.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return Inode{}, &fs.PathError{Op: "lstat", Path: path, Err: fmt.Errorf("not a regular file: %w", fs.ErrNotExist)}
+	}
+	return Inode{Size: st.Size, Ctime: st.Ctim.Nano(), Nlink: uint64(st.Nlink)}, nil
+}
+
+// CommitAll is CommitAllTrust trusting no existing file.
+func (s *Store) CommitAll(ws []*Writer, installed func(i int)) ([]Blob, error) {
+	return s.CommitAllTrust(ws, nil, installed)
+}
+
+// CommitAllTrust commits several writers of this store together, which costs
 // fewer journal commits than committing them one by one: it starts the
 // write-back of every staged file, fsyncs each, then renames each into
 // place (calling installed(i), when not nil, right after writer i's blob is
@@ -188,7 +235,14 @@ type Blob struct {
 // returns without error every blob is durable under its name; on error the
 // staged files that were not installed are removed (blobs already renamed
 // stay, unreferenced, for a sweep).
-func (s *Store) CommitAll(ws []*Writer, installed func(i int)) (_ []Blob, err error) {
+//
+// A blob whose path already holds a file is deduplicated (the staged copy
+// dropped) only when that file can be shown to hold the content: a single
+// link, and trust vouches for its ctime, or else its bytes hash to the
+// digest. Otherwise (a write through a hard link, say) the staged copy is
+// renamed over it: the file at a blob path is kcache's own, and the staged
+// bytes are the proof of what belongs there.
+func (s *Store) CommitAllTrust(ws []*Writer, trust Trust, installed func(i int)) (_ []Blob, err error) {
 	for _, w := range ws {
 		if w.done || w.s != s {
 			return nil, errors.New("blob writer already finished or of another store")
@@ -233,14 +287,16 @@ func (s *Store) CommitAll(ws []*Writer, installed func(i int)) (_ []Blob, err er
 		final := s.Path(digest)
 		// Lstat, and only a regular file counts: a symlink planted at the
 		// blob path is replaced by the rename below, never trusted or touched.
-		if fi, err := os.Lstat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == w.n {
-			// Already stored: identical content by construction. Refresh its
-			// time so a sweep's grace period counts from this use, not from
-			// when an earlier, perhaps orphaned, copy was written.
+		if in, err := lstatInode(final); err == nil && in.Size == w.n && in.Nlink == 1 &&
+			(trust != nil && trust(digest, in.Ctime) || s.Verify(digest) == nil) {
+			// Already stored: identical content. Refresh its time so a
+			// sweep's grace period counts from this use, not from when an
+			// earlier, perhaps orphaned, copy was written.
 			now := time.Now()
 			_ = os.Chtimes(final, now, now)
 			_ = os.Remove(tmp)
 		} else {
+			bs[i].Replaced = err == nil
 			sub := filepath.Dir(final)
 			if _, err := os.Stat(sub); errors.Is(err, fs.ErrNotExist) {
 				if err := os.MkdirAll(sub, 0o755); err != nil {
@@ -254,6 +310,13 @@ func (s *Store) CommitAll(ws []*Writer, installed func(i int)) (_ []Blob, err er
 				return nil, fmt.Errorf("install blob %s: %w", digest, err)
 			}
 			addDir(sub)
+		}
+		// After the last change kcache makes to the file (rename, chtimes):
+		// the ctime a caller records must be the file's settled one. A
+		// file a concurrent remover unlinked meanwhile leaves it unknown
+		// (0); the caller's own presence check deals with the vanished blob.
+		if in, err := lstatInode(final); err == nil {
+			bs[i].Ctime = in.Ctime
 		}
 		if installed != nil {
 			installed(i)

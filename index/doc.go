@@ -18,10 +18,13 @@
 //	                        is time order; a reverse cursor yields newest first without
 //	                        decoding any record (Tx.Newest)
 //	blobs/
-//	    <64 hex sha256>  -> msgpack BlobRef {size, refs, dying}: how many entries
+//	    <64 hex sha256>  -> msgpack BlobRef {size, refs, dying, ctime}: how many entries
 //	                        reference the blob (image, vmlinux and manifest each count
 //	                        once); dying is the time refs reached zero, until the
-//	                        remover has unlinked the file and Forgets the record
+//	                        remover has unlinked the file and Forgets the record;
+//	                        ctime (optional, int64 unix ns) is the blob file's inode
+//	                        change time when kcache last wrote or hashed it — a file
+//	                        whose ctime differs is hashed before it is trusted
 //	pins/
 //	    <cache key>      -> msgpack Pin {pinned_at, reason}
 //	stats/               (since schema 2; schema 1 created it on first use)

@@ -22,7 +22,8 @@ import (
 //	1  buckets meta, entries, by_time, blobs, pins; stats created lazily
 //	2  the stats bucket exists from creation on (added by package migrate's
 //	   step 1→2); records and blob refs are unchanged: their later fields
-//	   (BlobRef.Dying, Record.Corrupt) are omitempty, so v1 values decode
+//	   (BlobRef.Dying, Record.Corrupt) are omitempty, so v1 values decode;
+//	   so is BlobRef.Ctime, added later within schema 2 (absent = unknown)
 const SchemaVersion = 2
 
 // MinReadSchema is the oldest schema that a read-only open with

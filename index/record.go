@@ -203,6 +203,13 @@ type BlobRef struct {
 	// index lock, and then Forgets the record. While it is set, Put refuses
 	// to reference the blob, so no writer can adopt a file about to vanish.
 	Dying string `msgpack:"dying,omitempty"`
+	// Ctime is the blob file's inode change time (unix nanoseconds) when
+	// kcache last installed, deduplicated or re-hashed it; 0 (absent in
+	// records written before it existed) means unknown. Any write through
+	// any link to the file moves its ctime, so a file whose ctime differs
+	// from this one is not trusted to hold the blob until it is hashed
+	// again (see SetBlobCtime).
+	Ctime int64 `msgpack:"ctime,omitempty"`
 }
 
 // Pin keeps an entry from being collected.

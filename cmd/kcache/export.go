@@ -18,12 +18,17 @@ DIR/KEY/vmlinux when the entry has one, and DIR/KEY/metadata.json exactly as
 ktstr writes it. DIR may be a ktstr cache root: KTSTR_CACHE_DIR=DIR ktstr ...
 then finds the kernels.
 
-Files are hard-linked from the blob directory when DIR is on the same
-filesystem (they keep the blobs' read-only mode) and copied otherwise. Each
-entry is built in DIR/.tmp-KEY-PID and renamed into place; an existing
-DIR/KEY is replaced atomically, holding ktstr's lock DIR/.locks/KEY.lock
-exclusively when DIR has a .locks directory (waiting up to --lock-timeout for
-ktstr processes using the entry).
+Files are cloned from the blob directory (reflink) where the filesystem can
+and copied otherwise, never hard-linked: writing to an exported file never
+changes the cache. They are read-only (0444). DIR must be outside the cache
+root. Each entry is built in DIR/.tmp-KEY-PID and renamed into place. An
+existing DIR/KEY is replaced only if it is a ktstr cache entry: a directory
+holding metadata.json and nothing but the image it names, vmlinux and
+.config. Anything else there (a source checkout, a file, a symlink, a
+directory with other files) is refused and left untouched. The replacement is
+atomic, holding ktstr's lock DIR/.locks/KEY.lock exclusively when DIR has a
+.locks directory (waiting up to --lock-timeout for ktstr processes using the
+entry).
 
 Every KEY is tried; the exit code is the most serious failure: 1 for an
 unexpected error or a corrupt entry, else 2 for an invalid key, else 4 if an
@@ -59,8 +64,8 @@ entry was in use, else 3 if one was not found.`,
 				}
 			} else {
 				for _, e := range rep.Exported {
-					how := "linked"
-					if !e.Linked {
+					how := "reflinked"
+					if !e.Reflinked {
 						how = "copied"
 					}
 					fmt.Fprintf(a.stdout, "%s\t%s (%s)\n", e.Key, e.Path, how)
@@ -76,7 +81,7 @@ entry was in use, else 3 if one was not found.`,
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "export every usable entry (corrupt ones are reported as failed)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"dir", "exported": [{"key","path","linked"}], "failed": [{"key","error"}]} as JSON`)
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"dir", "exported": [{"key","path","linked","reflinked"}], "failed": [{"key","error"}]} as JSON`)
 	cmd.Flags().DurationVar(&a.lockTimeout, "lock-timeout", kcache.DefaultExclusiveTimeout, "how long to wait for ktstr processes holding an entry being replaced in DIR")
 	return cmd
 }

@@ -28,7 +28,7 @@ func TestExportCLIReadableAsKtstrCache(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, stdout)
 	}
-	if rep.Dir != dir || len(rep.Exported) != 1 || rep.Exported[0].Key != key || !rep.Exported[0].Linked || len(rep.Failed) != 0 {
+	if rep.Dir != dir || len(rep.Exported) != 1 || rep.Exported[0].Key != key || rep.Exported[0].Linked || len(rep.Failed) != 0 {
 		t.Fatalf("report %s", stdout)
 	}
 	l, err := legacy.List(dir)
