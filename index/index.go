@@ -113,6 +113,11 @@ const DefaultTimeout = 10 * time.Second
 type DB struct {
 	bolt *bolt.DB
 	path string
+	// file is bbolt's own descriptor of the file it mapped. Size checks
+	// fstat it, never the path: doctor may rename another file over the
+	// path while this one is open, and the path's size says nothing about
+	// the mapping (a false ErrCorrupt).
+	file *os.File
 }
 
 // Path returns the index file's path.
@@ -167,7 +172,7 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(path, &err)
-	b, err := bolt.Open(path, 0o644, &bolt.Options{
+	b, file, err := openBolt(path, &bolt.Options{
 		ReadOnly:        opt.ReadOnly,
 		Timeout:         opt.Timeout,
 		FreelistType:    bolt.FreelistMapType,
@@ -176,7 +181,7 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 	if err != nil {
 		return nil, openError(path, opt.Timeout, err)
 	}
-	db = &DB{bolt: b, path: path}
+	db = &DB{bolt: b, path: path, file: file}
 	if err := db.View(func(tx *Tx) error { return tx.checkSchema(opt) }); err != nil {
 		_ = b.Close()
 		var old *SchemaOldError
@@ -189,6 +194,27 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// openBolt is bolt.Open that also returns the *os.File bbolt opened (and
+// owns: it is closed with the DB), so that size checks look at the file that
+// is mapped rather than at whatever the path names by then.
+func openBolt(path string, o *bolt.Options) (*bolt.DB, *os.File, error) {
+	var file *os.File
+	open := o.OpenFile
+	if open == nil {
+		open = os.OpenFile
+	}
+	o.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := open(name, flag, perm)
+		file = f
+		return f, err
+	}
+	b, err := bolt.Open(path, 0o644, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, file, nil
 }
 
 // openError classifies an error of bolt.Open: ErrBusy after waiting timeout
@@ -256,7 +282,7 @@ func (d *DB) View(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.View(func(btx *bolt.Tx) error {
-		if err := checkSize(d.path, btx); err != nil {
+		if err := checkSize(d.path, d.file, btx); err != nil {
 			return err
 		}
 		return fn(&Tx{tx: btx})
@@ -268,7 +294,7 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.Update(func(btx *bolt.Tx) error {
-		if err := checkSize(d.path, btx); err != nil {
+		if err := checkSize(d.path, d.file, btx); err != nil {
 			return err
 		}
 		return fn(&Tx{tx: btx})
@@ -276,9 +302,12 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 }
 
 // checkSize refuses a file shorter than its meta page says: reading past the
-// end of the mapping would kill the process with SIGBUS.
-func checkSize(path string, btx *bolt.Tx) error {
-	fi, err := os.Stat(path)
+// end of the mapping would kill the process with SIGBUS. It fstats f, the
+// descriptor of the mapped file (path only names it in errors): a rebuild or
+// compaction may have renamed a new, smaller file over the path meanwhile,
+// which says nothing about this mapping.
+func checkSize(path string, f *os.File, btx *bolt.Tx) error {
+	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat index %s: %w", path, err)
 	}
