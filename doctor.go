@@ -71,6 +71,9 @@ type RebuildReport struct {
 	Manifests  int `json:"manifests"`
 	Entries    int `json:"entries"`
 	Superseded int `json:"superseded"`
+	// Removed counts manifests skipped because the old index records a
+	// removal of their key after they were stored (a removal is final).
+	Removed int `json:"removed"`
 	// BadManifests are manifest blobs that do not hash to their name or do
 	// not decode; they are left where they are.
 	BadManifests []string `json:"bad_manifests"`
@@ -283,7 +286,9 @@ func (c *Cache) readManifestBlob(d string, size int64) (rec *index.Record, isMan
 // manifests that no record references (referenced holds every digest the
 // records name), that the index does not know as a blob at all (a dying
 // manifest belongs to a removal), whose key has no record or an older one,
-// and whose blobs are all present. Of several such manifests for a key the
+// whose key was not removed after it was stored (index.Tombstone: a
+// removal is final), and whose blobs are all present. Of several such
+// manifests for a key the
 // newest wins. Each is stored under the entry's lock like a store, after a
 // re-check inside the write transaction, so a concurrent store of the key
 // wins. A dry run only reports. The blobs of every entry it reports are
@@ -313,6 +318,12 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 				continue
 			}
 			if cur, err := tx.Get(rec.Key); err == nil && !newerRecord(rec, cur) {
+				continue
+			}
+			if gone, err := removedBefore(tx, rec); err != nil || gone {
+				if err != nil {
+					return err
+				}
 				continue
 			}
 			if prev := best[rec.Key]; prev == nil || newerRecord(rec, prev) {
@@ -349,10 +360,21 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 			if err == nil && !newerRecord(rec, cur) {
 				return nil, nil // a store of the key committed meanwhile
 			}
-			r.Replaced, done = err == nil, true
-			return tx.Put(rec, c.hasBlob)
+			r.Replaced = err == nil
+			if gone, err := removedBefore(tx, rec); err != nil || gone {
+				return nil, err // removed meanwhile
+			}
+			released, err := tx.Put(rec, c.hasBlob)
+			if blobVanished(err) {
+				return nil, errSkipRestore
+			}
+			done = err == nil
+			return released, err
 		})
 		l.Release()
+		if errors.Is(err, errSkipRestore) {
+			continue // a blob was removed meanwhile: the entry is incomplete
+		}
 		if err != nil {
 			return nil, fmt.Errorf("restore %q from manifest %s: %w", k, rec.Manifest.Digest, err)
 		}
@@ -425,6 +447,7 @@ type oldIndexState struct {
 	kconfig  string
 	stats    map[string]int64
 	dying    map[string]bool
+	removed  map[string]index.Tombstone
 }
 
 // rebuildIndex builds a new index from the manifest blobs and installs it.
@@ -486,7 +509,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 		}
 	}
 
-	recs, err := c.readManifests(rep, old.dying)
+	recs, err := c.readManifests(rep, &old)
 	if err != nil {
 		return nil, err
 	}
@@ -515,6 +538,11 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	err = db.Update(func(tx *index.Tx) error {
 		for _, k := range keys {
 			if _, err := tx.Put(recs[k], func(string) bool { return true }); err != nil {
+				return err
+			}
+		}
+		for k, tb := range old.removed { // before the Puts, which clear what they outrank
+			if err := tx.SetRemoved(k, tb); err != nil {
 				return err
 			}
 		}
@@ -584,6 +612,10 @@ func readOldIndex(tx *index.Tx, old *oldIndexState) error {
 	for d := range dying {
 		old.dying[d] = true
 	}
+	old.removed = map[string]index.Tombstone{}
+	if err := tx.ForEachRemoved(func(k string, tb index.Tombstone) error { old.removed[k] = tb; return nil }); err != nil {
+		return err
+	}
 	return tx.ForEach(func(key string, rec *index.Record, err error) error {
 		if err == nil && rec.LastUsed != "" {
 			old.lastUsed[key] = rec.LastUsed
@@ -594,11 +626,12 @@ func readOldIndex(tx *index.Tx, old *oldIndexState) error {
 
 // readManifests reads every manifest blob and returns the newest record per
 // key. Manifests of blobs the old index had released (dying) belong to
-// removed or replaced entries and are skipped.
-func (c *Cache) readManifests(rep *RebuildReport, dying map[string]bool) (map[string]*index.Record, error) {
+// removed or replaced entries, and manifests stored before the old index's
+// tombstone of their key belong to removed entries: both are skipped.
+func (c *Cache) readManifests(rep *RebuildReport, old *oldIndexState) (map[string]*index.Record, error) {
 	recs := map[string]*index.Record{}
 	err := c.blobs.Walk(func(d string, size int64) error {
-		if size > maxManifestSize || dying[d] {
+		if size > maxManifestSize || old.dying[d] {
 			return nil
 		}
 		rec, ok, err := c.readManifestBlob(d, size)
@@ -608,6 +641,10 @@ func (c *Cache) readManifests(rep *RebuildReport, dying map[string]bool) (map[st
 		rep.Manifests++
 		if rec == nil {
 			rep.BadManifests = append(rep.BadManifests, d)
+			return nil
+		}
+		if tb, ok := old.removed[rec.Key]; ok && tb.Covers(rec.StoredAt) {
+			rep.Removed++
 			return nil
 		}
 		if prev, ok := recs[rec.Key]; ok {

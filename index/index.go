@@ -608,19 +608,38 @@ func (t *Tx) Put(rec *Record, exists func(digest string) bool) (released []strin
 	if err := t.tx.Bucket(bucketByTime).Put(timeKey(rec.BuiltAt, rec.Key), nil); err != nil {
 		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
 	}
+	if err := t.clearRemoved(rec); err != nil {
+		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
+	}
 	return released, nil
 }
 
 // Delete removes the record under key and its pin, drops its blob references
-// and returns the digests whose count reached zero. A record that does not
-// decode is removed all the same (its blobs are left for the sweep).
+// and returns the digests whose count reached zero (the manifest's among
+// them, so the caller unlinks it with the rest). A record that does not
+// decode is removed all the same (its blobs are left for the sweep). In the
+// same transaction it writes the key's Tombstone, so that no repair restores
+// a manifest of the key written before this removal.
 func (t *Tx) Delete(key string) (released []string, err error) {
 	entries := t.tx.Bucket(bucketEntries)
 	v := entries.Get([]byte(key))
 	if v == nil {
 		return nil, ErrNotFound
 	}
-	if rec, derr := decodeRecord(key, v); derr == nil {
+	tb := Tombstone{RemovedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	rec, derr := decodeRecord(key, v)
+	if derr == nil {
+		tb.Manifest = rec.Manifest.Digest
+		if !tb.Covers(rec.StoredAt) {
+			// The remover's clock is behind the storer's: the removal
+			// still covers the record it removed.
+			tb.RemovedAt = rec.StoredAt
+		}
+	}
+	if err := t.SetRemoved(key, tb); err != nil {
+		return nil, err
+	}
+	if derr == nil {
 		if released, err = t.dropRefs(rec); err != nil {
 			return nil, err
 		}
