@@ -57,8 +57,13 @@ type RestoredEntry struct {
 // the blob directory.
 type ForeignFile struct {
 	Path string `json:"path"`
-	// QuarantinedTo is where it was moved; "" in a dry run.
+	// QuarantinedTo is where it was moved; "" in a dry run and when it was
+	// left in place (Kept).
 	QuarantinedTo string `json:"quarantined_to"`
+	// Kept says why it was left where it is, "" when it was (or, in a dry
+	// run, would be) moved: only regular files are moved, never a directory
+	// (or anything else) that kcache did not create.
+	Kept string `json:"kept"`
 }
 
 // RebuildReport says what --rebuild-index found and did.
@@ -128,7 +133,7 @@ func (r *DoctorReport) Healthy() bool {
 // rootNames are what kcache keeps in a cache root (the rest is foreign).
 var rootNames = map[string]bool{
 	"index.db": true, "index.db.bak": true, "blobs": true, ".locks": true,
-	".tmp": true, "quarantine": true, statsDirName: true,
+	".tmp": true, "quarantine": true, statsDirName: true, markerName: true,
 }
 
 // schemaBackup matches the copies of index.db that a schema upgrade keeps
@@ -157,7 +162,9 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		return nil, ErrReadOnly
 	}
 	rep := &DoctorReport{DryRun: opt.DryRun, Corrupt: []BlobProblem{}, Restored: []RestoredEntry{}, Orphans: []OrphanBlob{}, Foreign: []ForeignFile{}}
-	if _, err := os.Stat(c.root); errors.Is(err, fs.ErrNotExist) {
+	if empty, err := c.checkDoctorRoot(opt.RebuildIndex); err != nil {
+		return nil, err
+	} else if empty {
 		return rep, nil
 	}
 	indexUsable := true
@@ -218,7 +225,12 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 	sort.Strings(foreign)
 	for _, p := range foreign {
 		f := ForeignFile{Path: p}
-		if !opt.DryRun {
+		if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+			f.Kept = "not a regular file: kcache did not create it and does not move it"
+			if err != nil {
+				f.Kept = err.Error()
+			}
+		} else if !opt.DryRun {
 			rel, _ := filepath.Rel(c.root, p)
 			if f.QuarantinedTo, err = c.quarantine(p, rel); err != nil {
 				return nil, fmt.Errorf("doctor: %w", err)
@@ -513,6 +525,12 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !oldExists && !c.ownedRoot() && rep.Manifests == len(rep.BadManifests) {
+		// No index.db, no marker, no manifest: nothing says this
+		// directory is a kcache root, and a rebuild would plant an index
+		// in it (after which doctor would move its files).
+		return nil, fmt.Errorf("rebuild index: %s is not a kcache cache root (no index.db, no %s, no manifest blob), so nothing in it was changed", c.root, markerName)
+	}
 	keys := make([]string, 0, len(recs))
 	for k, rec := range recs {
 		keys = append(keys, k)
@@ -567,6 +585,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	if err := c.installIndex(tmp, oldExists, rep); err != nil {
 		return nil, err
 	}
+	c.ensureMarker()
 	return rep, nil
 }
 
