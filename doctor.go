@@ -525,12 +525,6 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !oldExists && !c.ownedRoot() && rep.Manifests == len(rep.BadManifests) {
-		// No index.db, no marker, no manifest: nothing says this
-		// directory is a kcache root, and a rebuild would plant an index
-		// in it (after which doctor would move its files).
-		return nil, fmt.Errorf("rebuild index: %s is not a kcache cache root (no index.db, no %s, no manifest blob), so nothing in it was changed", c.root, markerName)
-	}
 	keys := make([]string, 0, len(recs))
 	for k, rec := range recs {
 		keys = append(keys, k)

@@ -82,8 +82,8 @@ var preIndexNames = map[string]bool{".locks": true}
 // checkDoctorRoot refuses to repair a directory that is not a kcache root
 // (ownedRoot): its files are not kcache's to move. A missing or empty root,
 // or one holding only lock files, is nothing to repair (empty is true). A
-// rebuild may run in an unmarked root (a cache made before markers, whose
-// index.db was lost); rebuildIndex itself refuses when it finds no manifest.
+// rebuild may also run in an unmarked root whose blob directory holds a
+// kcache manifest (a cache made before markers, whose index.db was lost).
 func (c *Cache) checkDoctorRoot(rebuild bool) (empty bool, err error) {
 	if c.ownedRoot() {
 		return false, nil
@@ -99,8 +99,30 @@ func (c *Cache) checkDoctorRoot(rebuild bool) (empty bool, err error) {
 	for _, e := range ents {
 		empty = empty && preIndexNames[e.Name()]
 	}
-	if empty || rebuild {
-		return empty && !rebuild, nil
+	if empty {
+		return true, nil
 	}
-	return false, fmt.Errorf("doctor: %s is not a kcache cache root (it has neither index.db nor %s), so nothing in it was changed or moved", c.root, markerName)
+	if rebuild && c.hasManifest() {
+		return false, nil
+	}
+	return false, fmt.Errorf("doctor: %s is not a kcache cache root (it has neither index.db nor %s, nor a manifest blob to rebuild from), so nothing in it was changed or moved", c.root, markerName)
+}
+
+// errFound stops a walk early.
+var errFound = errors.New("found")
+
+// hasManifest reports whether the blob directory holds at least one
+// manifest that hashes to its name and decodes: evidence that kcache wrote
+// it, so that a rebuild may plant an index here.
+func (c *Cache) hasManifest() bool {
+	err := c.blobs.Walk(func(d string, size int64) error {
+		if size > maxManifestSize {
+			return nil
+		}
+		if rec, _, _ := c.readManifestBlob(d, size); rec != nil {
+			return errFound
+		}
+		return nil
+	}, nil)
+	return errors.Is(err, errFound)
 }
