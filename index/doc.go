@@ -55,10 +55,11 @@
 //     tombstones cannot cover is an index that is lost altogether (deleted,
 //     or unreadable when rebuilt): its tombstones are gone with it, and a
 //     rebuild then restores a removed key if a leftover manifest of the key
-//     is still on disk, i.e. a store of it was killed or failed after
-//     writing its manifest, less than DefaultSweepGrace (an hour) before the
-//     index was lost (the sweep removes such orphans after that; the
-//     removal's own manifest is unlinked by the removal).
+//     is still on disk: one of a store of the key killed or failed after
+//     writing it and not yet swept (the sweep removes an unreferenced blob
+//     once it is an hour old), or the removed manifest itself when the
+//     remover was killed before unlinking it and the index was lost before
+//     a sweep finished the removal.
 //   - A schema newer than SchemaVersion is refused (ErrSchemaTooNew; the
 //     message names both versions and says to upgrade kcache).
 //
