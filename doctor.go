@@ -44,7 +44,8 @@ type OrphanBlob struct {
 // what a lost commit looks like (bbolt opens at the previous transaction
 // when the newest meta page is damaged) and also what a store that died or
 // failed after writing its blobs leaves; either way the entry is complete,
-// so Doctor puts it back in the index.
+// so Doctor puts it back in the index — unless the key was removed after
+// the manifest was stored (index.Tombstone): a removal is final.
 type RestoredEntry struct {
 	Key      string `json:"key"`
 	Manifest string `json:"manifest"` // digest of the manifest blob
