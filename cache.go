@@ -64,6 +64,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kcache/kcache/blobstore"
@@ -120,6 +121,9 @@ type Cache struct {
 	root  string
 	opt   Options
 	blobs *blobstore.Store
+	// markerOK is set once the root marker is known to exist (ensureMarker),
+	// so that only the first write open of a process looks for it.
+	markerOK atomic.Bool
 }
 
 // Open returns the cache at root. Nothing is created until the first write.
@@ -225,7 +229,11 @@ func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
 			return nil, fmt.Errorf("create cache root %s: %w", c.root, err)
 		}
 	}
-	return c.openIndexWith(index.Open, index.Options{ReadOnly: readOnly})
+	db, err := c.openIndexWith(index.Open, index.Options{ReadOnly: readOnly})
+	if err == nil && !readOnly {
+		c.ensureMarker()
+	}
+	return db, err
 }
 
 // openIndexWith opens the index with open (index.Open or a variant) and

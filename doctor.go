@@ -44,7 +44,8 @@ type OrphanBlob struct {
 // what a lost commit looks like (bbolt opens at the previous transaction
 // when the newest meta page is damaged) and also what a store that died or
 // failed after writing its blobs leaves; either way the entry is complete,
-// so Doctor puts it back in the index.
+// so Doctor puts it back in the index — unless the key was removed after
+// the manifest was stored (index.Tombstone): a removal is final.
 type RestoredEntry struct {
 	Key      string `json:"key"`
 	Manifest string `json:"manifest"` // digest of the manifest blob
@@ -57,8 +58,13 @@ type RestoredEntry struct {
 // the blob directory.
 type ForeignFile struct {
 	Path string `json:"path"`
-	// QuarantinedTo is where it was moved; "" in a dry run.
+	// QuarantinedTo is where it was moved; "" in a dry run and when it was
+	// left in place (Kept).
 	QuarantinedTo string `json:"quarantined_to"`
+	// Kept says why it was left where it is, "" when it was (or, in a dry
+	// run, would be) moved: only regular files are moved, never a directory
+	// (or anything else) that kcache did not create.
+	Kept string `json:"kept"`
 }
 
 // RebuildReport says what --rebuild-index found and did.
@@ -71,6 +77,9 @@ type RebuildReport struct {
 	Manifests  int `json:"manifests"`
 	Entries    int `json:"entries"`
 	Superseded int `json:"superseded"`
+	// Removed counts manifests skipped because the old index records a
+	// removal of their key after they were stored (a removal is final).
+	Removed int `json:"removed"`
 	// BadManifests are manifest blobs that do not hash to their name or do
 	// not decode; they are left where they are.
 	BadManifests []string `json:"bad_manifests"`
@@ -125,7 +134,7 @@ func (r *DoctorReport) Healthy() bool {
 // rootNames are what kcache keeps in a cache root (the rest is foreign).
 var rootNames = map[string]bool{
 	"index.db": true, "index.db.bak": true, "blobs": true, ".locks": true,
-	".tmp": true, "quarantine": true, statsDirName: true,
+	".tmp": true, "quarantine": true, statsDirName: true, markerName: true,
 }
 
 // schemaBackup matches the copies of index.db that a schema upgrade keeps
@@ -154,7 +163,9 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		return nil, ErrReadOnly
 	}
 	rep := &DoctorReport{DryRun: opt.DryRun, Corrupt: []BlobProblem{}, Restored: []RestoredEntry{}, Orphans: []OrphanBlob{}, Foreign: []ForeignFile{}}
-	if _, err := os.Stat(c.root); errors.Is(err, fs.ErrNotExist) {
+	if empty, err := c.checkDoctorRoot(opt.RebuildIndex); err != nil {
+		return nil, err
+	} else if empty {
 		return rep, nil
 	}
 	indexUsable := true
@@ -215,7 +226,12 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 	sort.Strings(foreign)
 	for _, p := range foreign {
 		f := ForeignFile{Path: p}
-		if !opt.DryRun {
+		if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+			f.Kept = "not a regular file: kcache did not create it and does not move it"
+			if err != nil {
+				f.Kept = err.Error()
+			}
+		} else if !opt.DryRun {
 			rel, _ := filepath.Rel(c.root, p)
 			if f.QuarantinedTo, err = c.quarantine(p, rel); err != nil {
 				return nil, fmt.Errorf("doctor: %w", err)
@@ -283,7 +299,9 @@ func (c *Cache) readManifestBlob(d string, size int64) (rec *index.Record, isMan
 // manifests that no record references (referenced holds every digest the
 // records name), that the index does not know as a blob at all (a dying
 // manifest belongs to a removal), whose key has no record or an older one,
-// and whose blobs are all present. Of several such manifests for a key the
+// whose key was not removed after it was stored (index.Tombstone: a
+// removal is final), and whose blobs are all present. Of several such
+// manifests for a key the
 // newest wins. Each is stored under the entry's lock like a store, after a
 // re-check inside the write transaction, so a concurrent store of the key
 // wins. A dry run only reports. The blobs of every entry it reports are
@@ -313,6 +331,12 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 				continue
 			}
 			if cur, err := tx.Get(rec.Key); err == nil && !newerRecord(rec, cur) {
+				continue
+			}
+			if gone, err := removedBefore(tx, rec); err != nil || gone {
+				if err != nil {
+					return err
+				}
 				continue
 			}
 			if prev := best[rec.Key]; prev == nil || newerRecord(rec, prev) {
@@ -349,10 +373,21 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 			if err == nil && !newerRecord(rec, cur) {
 				return nil, nil // a store of the key committed meanwhile
 			}
-			r.Replaced, done = err == nil, true
-			return tx.Put(rec, c.hasBlob)
+			r.Replaced = err == nil
+			if gone, err := removedBefore(tx, rec); err != nil || gone {
+				return nil, err // removed meanwhile
+			}
+			released, err := tx.Put(rec, c.hasBlob)
+			if blobVanished(err) {
+				return nil, errSkipRestore
+			}
+			done = err == nil
+			return released, err
 		})
 		l.Release()
+		if errors.Is(err, errSkipRestore) {
+			continue // a blob was removed meanwhile: the entry is incomplete
+		}
 		if err != nil {
 			return nil, fmt.Errorf("restore %q from manifest %s: %w", k, rec.Manifest.Digest, err)
 		}
@@ -425,6 +460,7 @@ type oldIndexState struct {
 	kconfig  string
 	stats    map[string]int64
 	dying    map[string]bool
+	removed  map[string]index.Tombstone
 }
 
 // rebuildIndex builds a new index from the manifest blobs and installs it.
@@ -486,7 +522,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 		}
 	}
 
-	recs, err := c.readManifests(rep, old.dying)
+	recs, err := c.readManifests(rep, &old)
 	if err != nil {
 		return nil, err
 	}
@@ -518,6 +554,11 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 				return err
 			}
 		}
+		for k, tb := range old.removed { // before the Puts, which clear what they outrank
+			if err := tx.SetRemoved(k, tb); err != nil {
+				return err
+			}
+		}
 		for k, p := range old.pins {
 			if err := tx.Pin(k, p); err != nil {
 				return err
@@ -539,6 +580,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	if err := c.installIndex(tmp, oldExists, rep); err != nil {
 		return nil, err
 	}
+	c.ensureMarker()
 	return rep, nil
 }
 
@@ -584,6 +626,10 @@ func readOldIndex(tx *index.Tx, old *oldIndexState) error {
 	for d := range dying {
 		old.dying[d] = true
 	}
+	old.removed = map[string]index.Tombstone{}
+	if err := tx.ForEachRemoved(func(k string, tb index.Tombstone) error { old.removed[k] = tb; return nil }); err != nil {
+		return err
+	}
 	return tx.ForEach(func(key string, rec *index.Record, err error) error {
 		if err == nil && rec.LastUsed != "" {
 			old.lastUsed[key] = rec.LastUsed
@@ -594,11 +640,12 @@ func readOldIndex(tx *index.Tx, old *oldIndexState) error {
 
 // readManifests reads every manifest blob and returns the newest record per
 // key. Manifests of blobs the old index had released (dying) belong to
-// removed or replaced entries and are skipped.
-func (c *Cache) readManifests(rep *RebuildReport, dying map[string]bool) (map[string]*index.Record, error) {
+// removed or replaced entries, and manifests stored before the old index's
+// tombstone of their key belong to removed entries: both are skipped.
+func (c *Cache) readManifests(rep *RebuildReport, old *oldIndexState) (map[string]*index.Record, error) {
 	recs := map[string]*index.Record{}
 	err := c.blobs.Walk(func(d string, size int64) error {
-		if size > maxManifestSize || dying[d] {
+		if size > maxManifestSize || old.dying[d] {
 			return nil
 		}
 		rec, ok, err := c.readManifestBlob(d, size)
@@ -608,6 +655,10 @@ func (c *Cache) readManifests(rep *RebuildReport, dying map[string]bool) (map[st
 		rep.Manifests++
 		if rec == nil {
 			rep.BadManifests = append(rep.BadManifests, d)
+			return nil
+		}
+		if tb, ok := old.removed[rec.Key]; ok && tb.Covers(rec.StoredAt) {
+			rep.Removed++
 			return nil
 		}
 		if prev, ok := recs[rec.Key]; ok {

@@ -54,7 +54,10 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 		}
 	}()
 	// Blobs found locally may vanish before the install references them
-	// (see dyingRetry); then they are fetched again.
+	// (see dyingRetry); then they are fetched again. The first install
+	// attempt sets stored_at and the retries keep it, so that they rewrite
+	// the same manifest blob instead of leaving one behind per attempt.
+	rec.StoredAt = ""
 	digests := make([]string, len(rep.Blobs))
 	for i, b := range rep.Blobs {
 		digests[i] = b.Digest
@@ -193,16 +196,18 @@ func (m midBlobFailpoint) Write(p []byte) (int, error) {
 }
 
 // install records rec as key's entry under the key's exclusive lock: its
-// manifest blob (stored_at is now: when the entry reached this cache), then
-// one index transaction, which also records the ctimes of bs and of the
-// manifest. A pin on the key is kept.
+// manifest blob (stored_at is now, when the entry reached this cache, unless
+// an earlier attempt set it), then one index transaction, which also records
+// the ctimes of bs and of the manifest. A pin on the key is kept.
 func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record, bs []blobstore.Blob) error {
 	l, err := c.acquire(ctx, rec.Key, lock.Exclusive, c.opt.StoreLockTimeout)
 	if err != nil {
 		return err
 	}
 	defer l.Release()
-	rec.StoredAt = time.Now().UTC().Format(time.RFC3339Nano)
+	if rec.StoredAt == "" {
+		rec.StoredAt = time.Now().UTC().Format(time.RFC3339Nano)
+	}
 	mb, err := c.writeManifest(st, rec)
 	if err != nil {
 		return err

@@ -91,8 +91,13 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		}
 	}()
 
+	// One stored_at for every attempt: the record, and so the manifest
+	// blob, is then the same bytes each time, and a retry finds its
+	// manifest in place instead of leaving one more behind (each would be a
+	// complete entry to doctor).
+	storedAt := time.Now().UTC().Format(time.RFC3339Nano)
 	for retry := newDyingRetry(); ; {
-		rec, bs, err := c.ingest(st, key, meta, image, vmlinux, mig)
+		rec, bs, err := c.ingest(st, key, meta, image, vmlinux, mig, storedAt)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
@@ -175,14 +180,15 @@ func openInput(role, path string) (*os.File, error) {
 // together (blobstore.CommitAll: their fsyncs share journal commits), then
 // the failpoints of each blob's installation are passed in order. A blob
 // file already present is reused only when its recorded ctime vouches for
-// it or its bytes hash right (blobTrust); else it is replaced.
-func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated) (*index.Record, []blobstore.Blob, error) {
+// it or its bytes hash right (blobTrust); else it is replaced. storedAt is
+// the record's stored_at.
+func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated, storedAt string) (*index.Record, []blobstore.Blob, error) {
 	rec := &index.Record{
 		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
 		ImageName: meta.ImageName, ConfigHash: meta.ConfigHash, BuiltAt: meta.BuiltAt,
 		KconfigHash: meta.KconfigHash, SourceVmlinuxSize: meta.SourceVmlinuxSize,
 		SourceVmlinuxMtimeSecs: meta.SourceVmlinuxMtimeSecs, ConfigHZ: meta.ConfigHZ,
-		StoredAt: time.Now().UTC().Format(time.RFC3339Nano), Migrated: mig,
+		StoredAt: storedAt, Migrated: mig,
 	}
 	var ws []*blobstore.Writer
 	defer func() {

@@ -370,6 +370,9 @@ func (s *Store) Walk(fn func(digest string, size int64) error, foreign func(path
 		name := d.Name()
 		if d.Type().IsRegular() && ValidDigest(name) && filepath.Base(filepath.Dir(p)) == name[:2] {
 			fi, err := d.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed since the directory was read: not there
+			}
 			if err != nil {
 				return err
 			}

@@ -29,6 +29,11 @@
 //	    <cache key>      -> msgpack Pin {pinned_at, reason}
 //	stats/               (since schema 2; schema 1 created it on first use)
 //	    <counter name>   -> int64, big endian (StatEvictions, StatLastGC, ...)
+//	removed/             (created by the first Delete; absent means nothing removed)
+//	    <cache key>      -> msgpack Tombstone {removed_at, manifest}: the key's last
+//	                        removal (RFC 3339 UTC, nanoseconds) and the manifest it
+//	                        removed; a Put of a record stored after removed_at
+//	                        drops it, so only keys that are removed now have one
 //
 // # Rules
 //
@@ -43,6 +48,21 @@
 //     Put refuses dying blobs (ErrBlobDying): a writer cannot adopt a file that
 //     is about to be unlinked. A dying mark older than DyingAbandonAfter
 //     belongs to a remover that died, and Put takes the blob over.
+//   - A removal is final. Delete writes the key's Tombstone in the removal's
+//     own transaction, and its manifest blob is released (and unlinked) with
+//     the entry's other blobs. A manifest can still outlive its entry — a
+//     store killed after writing it and before its commit, a remover killed
+//     between its commit and its unlinks — and doctor's repairs (restoring
+//     lost entries, rebuilding the index) skip every manifest whose stored_at
+//     is not after the key's tombstone (Tombstone.Covers). The one case
+//     tombstones cannot cover is an index that is lost altogether (deleted,
+//     or unreadable when rebuilt): its tombstones are gone with it, and a
+//     rebuild then restores a removed key if a leftover manifest of the key
+//     is still on disk: one of a store of the key killed or failed after
+//     writing it and not yet swept (the sweep removes an unreferenced blob
+//     once it is an hour old), or the removed manifest itself when the
+//     remover was killed before unlinking it and the index was lost before
+//     a sweep finished the removal.
 //   - A schema newer than SchemaVersion is refused (ErrSchemaTooNew; the
 //     message names both versions and says to upgrade kcache).
 //

@@ -114,6 +114,11 @@ const DefaultTimeout = 10 * time.Second
 type DB struct {
 	bolt *bolt.DB
 	path string
+	// file is bbolt's own descriptor of the file it mapped. Size checks
+	// fstat it, never the path: doctor may rename another file over the
+	// path while this one is open, and the path's size says nothing about
+	// the mapping (a false ErrCorrupt).
+	file *os.File
 }
 
 // Path returns the index file's path.
@@ -168,7 +173,7 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(path, &err)
-	b, err := bolt.Open(path, 0o644, &bolt.Options{
+	b, file, err := openBolt(path, &bolt.Options{
 		ReadOnly:        opt.ReadOnly,
 		Timeout:         opt.Timeout,
 		FreelistType:    bolt.FreelistMapType,
@@ -177,7 +182,7 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 	if err != nil {
 		return nil, openError(path, opt.Timeout, err)
 	}
-	db = &DB{bolt: b, path: path}
+	db = &DB{bolt: b, path: path, file: file}
 	if err := db.View(func(tx *Tx) error { return tx.checkSchema(opt) }); err != nil {
 		_ = b.Close()
 		var old *SchemaOldError
@@ -190,6 +195,27 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// openBolt is bolt.Open that also returns the *os.File bbolt opened (and
+// owns: it is closed with the DB), so that size checks look at the file that
+// is mapped rather than at whatever the path names by then.
+func openBolt(path string, o *bolt.Options) (*bolt.DB, *os.File, error) {
+	var file *os.File
+	open := o.OpenFile
+	if open == nil {
+		open = os.OpenFile
+	}
+	o.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := open(name, flag, perm)
+		file = f
+		return f, err
+	}
+	b, err := bolt.Open(path, 0o644, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, file, nil
 }
 
 // openError classifies an error of bolt.Open: ErrBusy after waiting timeout
@@ -257,7 +283,7 @@ func (d *DB) View(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.View(func(btx *bolt.Tx) error {
-		if err := checkSize(d.path, btx); err != nil {
+		if err := checkSize(d.path, d.file, btx); err != nil {
 			return err
 		}
 		return fn(&Tx{tx: btx})
@@ -269,7 +295,7 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
 	return d.bolt.Update(func(btx *bolt.Tx) error {
-		if err := checkSize(d.path, btx); err != nil {
+		if err := checkSize(d.path, d.file, btx); err != nil {
 			return err
 		}
 		return fn(&Tx{tx: btx})
@@ -277,9 +303,12 @@ func (d *DB) Update(fn func(*Tx) error) (err error) {
 }
 
 // checkSize refuses a file shorter than its meta page says: reading past the
-// end of the mapping would kill the process with SIGBUS.
-func checkSize(path string, btx *bolt.Tx) error {
-	fi, err := os.Stat(path)
+// end of the mapping would kill the process with SIGBUS. It fstats f, the
+// descriptor of the mapped file (path only names it in errors): a rebuild or
+// compaction may have renamed a new, smaller file over the path meanwhile,
+// which says nothing about this mapping.
+func checkSize(path string, f *os.File, btx *bolt.Tx) error {
+	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat index %s: %w", path, err)
 	}
@@ -580,19 +609,38 @@ func (t *Tx) Put(rec *Record, exists func(digest string) bool) (released []strin
 	if err := t.tx.Bucket(bucketByTime).Put(timeKey(rec.BuiltAt, rec.Key), nil); err != nil {
 		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
 	}
+	if err := t.clearRemoved(rec); err != nil {
+		return nil, fmt.Errorf("put %q: %w", rec.Key, err)
+	}
 	return released, nil
 }
 
 // Delete removes the record under key and its pin, drops its blob references
-// and returns the digests whose count reached zero. A record that does not
-// decode is removed all the same (its blobs are left for the sweep).
+// and returns the digests whose count reached zero (the manifest's among
+// them, so the caller unlinks it with the rest). A record that does not
+// decode is removed all the same (its blobs are left for the sweep). In the
+// same transaction it writes the key's Tombstone, so that no repair restores
+// a manifest of the key written before this removal.
 func (t *Tx) Delete(key string) (released []string, err error) {
 	entries := t.tx.Bucket(bucketEntries)
 	v := entries.Get([]byte(key))
 	if v == nil {
 		return nil, ErrNotFound
 	}
-	if rec, derr := decodeRecord(key, v); derr == nil {
+	tb := Tombstone{RemovedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	rec, derr := decodeRecord(key, v)
+	if derr == nil {
+		tb.Manifest = rec.Manifest.Digest
+		if !tb.Covers(rec.StoredAt) {
+			// The remover's clock is behind the storer's: the removal
+			// still covers the record it removed.
+			tb.RemovedAt = rec.StoredAt
+		}
+	}
+	if err := t.SetRemoved(key, tb); err != nil {
+		return nil, err
+	}
+	if derr == nil {
 		if released, err = t.dropRefs(rec); err != nil {
 			return nil, err
 		}

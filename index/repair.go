@@ -63,7 +63,7 @@ func (t *Tx) MarkCorrupt(key, digest string, m CorruptMark) (bool, error) {
 func (d *DB) FreeRatio() (size int64, free float64, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(d.path, &err)
-	fi, err := os.Stat(d.path)
+	fi, err := d.file.Stat() // the open file, not what the path names by now
 	if err != nil {
 		return 0, 0, fmt.Errorf("stat index %s: %w", d.path, err)
 	}

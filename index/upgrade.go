@@ -21,6 +21,7 @@ import (
 type Upgrader struct {
 	bolt *bolt.DB
 	path string
+	file *os.File // bbolt's descriptor, for checkSize
 }
 
 // OpenUpgrade opens the index at path for upgrading. The file must exist.
@@ -32,11 +33,11 @@ func OpenUpgrade(path string, timeout time.Duration) (u *Upgrader, err error) {
 		return nil, fmt.Errorf("open index %s for upgrade: %w", path, err)
 	}
 	defer recoverCorrupt(path, &err)
-	b, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
+	b, file, err := openBolt(path, &bolt.Options{Timeout: timeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, openError(path, timeout, err)
 	}
-	return &Upgrader{bolt: b, path: path}, nil
+	return &Upgrader{bolt: b, path: path, file: file}, nil
 }
 
 // Path returns the file's path.
@@ -56,7 +57,7 @@ func (u *Upgrader) Version() (v uint32, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverCorrupt(u.path, &err)
 	err = u.bolt.View(func(btx *bolt.Tx) error {
-		if err := checkSize(u.path, btx); err != nil {
+		if err := checkSize(u.path, u.file, btx); err != nil {
 			return err
 		}
 		v, err = schemaOf(btx)
@@ -119,7 +120,7 @@ func (u *Upgrader) Step(from uint32, fn func(*UpgradeTx) error) (err error) {
 		return fmt.Errorf("upgrade %s: no step from schema %d: this kcache's schema is %d", u.path, from, SchemaVersion)
 	}
 	return u.bolt.Update(func(btx *bolt.Tx) error {
-		if err := checkSize(u.path, btx); err != nil {
+		if err := checkSize(u.path, u.file, btx); err != nil {
 			return err
 		}
 		v, err := schemaOf(btx)

@@ -26,7 +26,16 @@ func newDoctorCmd(a *app) *cobra.Command {
   - blob files no entry references are reported as orphans; the sweep removes
     them once they are an hour old (doctor runs it);
   - files kcache did not write, in the root or under blobs/, are moved to
-    <root>/quarantine/<time>-<path>.
+    <root>/quarantine/<time>-<path>; a directory (or anything but a regular
+    file) that kcache did not create is reported and left in place.
+
+Doctor repairs only a kcache cache root: one with index.db or the marker
+file .kcache-root that kcache writes beside it. Any other non-empty
+directory (a mistyped --root) is refused and left untouched.
+--rebuild-index also accepts a root without either when its blobs/ holds
+kcache manifests (a cache older than the marker whose index.db was lost).
+A removed entry stays removed: doctor never restores a manifest stored
+before the last removal of its key.
 
 --rebuild-index first builds a new index from the manifest blob that every
 entry has (when several manifests name one key, the newest stored_at wins),
@@ -107,7 +116,9 @@ func writeDoctorText(w io.Writer, r *kcache.DoctorReport) {
 		fmt.Fprintf(w, "orphan blob %s (%s, written %s): no entry references it\n", o.Digest, humanSize(o.Size), o.MTime)
 	}
 	for _, f := range r.Foreign {
-		if f.QuarantinedTo != "" {
+		if f.Kept != "" {
+			fmt.Fprintf(w, "foreign %s: left in place (%s)\n", f.Path, f.Kept)
+		} else if f.QuarantinedTo != "" {
 			fmt.Fprintf(w, "foreign %s: moved to %s\n", f.Path, f.QuarantinedTo)
 		} else {
 			fmt.Fprintf(w, "foreign %s: would move to the quarantine\n", f.Path)
