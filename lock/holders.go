@@ -22,8 +22,8 @@ type Holder struct {
 	// LockedBy is the pid that took the lock when PID did not: PID holds
 	// it through a descriptor it inherited (the command of a `run` whose
 	// kcache was killed). /proc/locks names only the taker, which may be
-	// gone; 0 when PID took the lock itself.
-	LockedBy int `json:"locked_by,omitempty"`
+	// gone; nil (JSON null, never omitted) when PID took the lock itself.
+	LockedBy *int `json:"locked_by"`
 }
 
 // maxCmdline is how many characters of a holder's command line are shown.
@@ -38,8 +38,8 @@ func FormatHolders(hs []Holder) string {
 	lines := make([]string, len(hs))
 	for i, h := range hs {
 		lines[i] = fmt.Sprintf("  pid=%d mode=%s cmd=%s", h.PID, h.Mode, h.Cmdline)
-		if h.LockedBy != 0 {
-			lines[i] += fmt.Sprintf(" (holds the lock pid %d took, through an inherited descriptor)", h.LockedBy)
+		if h.LockedBy != nil {
+			lines[i] += fmt.Sprintf(" (holds the lock pid %d took, through an inherited descriptor)", *h.LockedBy)
 		}
 	}
 	return strings.Join(lines, "\n")
@@ -198,7 +198,8 @@ func readProcLocks(only string) (map[string][]Holder, error) {
 	for _, r := range recs {
 		if pids := inheritors[r]; len(pids) > 0 {
 			for _, p := range pids {
-				add(r.id, Holder{PID: p, Mode: r.mode(), Cmdline: cmdline(p), LockedBy: r.pid})
+				taker := r.pid
+				add(r.id, Holder{PID: p, Mode: r.mode(), Cmdline: cmdline(p), LockedBy: &taker})
 			}
 			continue
 		}

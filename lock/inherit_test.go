@@ -49,9 +49,13 @@ func TestSafetyInheritedLockOutlivesTaker(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("exclusive lock while the child holds the inherited one = %v; want contended", err)
 	}
-	want := []Holder{{PID: child.Process.Pid, Mode: "shared", Cmdline: "sleep 60", LockedBy: os.Getpid()}}
-	if fmt.Sprint(ce.Holders) != fmt.Sprint(want) {
-		t.Errorf("holders = %+v; want %+v", ce.Holders, want)
+	if len(ce.Holders) != 1 || ce.Holders[0].LockedBy == nil {
+		t.Fatalf("holders = %+v; want the child, with LockedBy set", ce.Holders)
+	}
+	got := ce.Holders[0]
+	if got.PID != child.Process.Pid || got.Mode != "shared" || got.Cmdline != "sleep 60" || *got.LockedBy != os.Getpid() {
+		t.Errorf("holder = pid %d mode %s cmd %q locked by %d; want pid %d shared \"sleep 60\" locked by %d",
+			got.PID, got.Mode, got.Cmdline, *got.LockedBy, child.Process.Pid, os.Getpid())
 	}
 	if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("pid=%d mode=shared cmd=sleep 60 (holds the lock pid %d took", child.Process.Pid, os.Getpid())) {
 		t.Errorf("error does not name the inheritor and the taker:\n%s", msg)
