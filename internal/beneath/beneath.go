@@ -525,7 +525,9 @@ func (fi *fileInfo) Name() string       { return fi.name }
 func (fi *fileInfo) Size() int64        { return fi.st.Size }
 func (fi *fileInfo) ModTime() time.Time { return time.Unix(fi.st.Mtim.Unix()) }
 func (fi *fileInfo) IsDir() bool        { return fi.Mode().IsDir() }
-func (fi *fileInfo) Sys() any           { return &syscall.Stat_t{Dev: fi.st.Dev, Ino: fi.st.Ino, Nlink: fi.st.Nlink, Mode: fi.st.Mode, Uid: fi.st.Uid, Gid: fi.st.Gid, Size: fi.st.Size} }
+func (fi *fileInfo) Sys() any {
+	return &syscall.Stat_t{Dev: fi.st.Dev, Ino: fi.st.Ino, Nlink: fi.st.Nlink, Mode: fi.st.Mode, Uid: fi.st.Uid, Gid: fi.st.Gid, Size: fi.st.Size}
+}
 func (fi *fileInfo) Mode() fs.FileMode {
 	m := fs.FileMode(fi.st.Mode & 0o777)
 	switch fi.st.Mode & unix.S_IFMT {
