@@ -67,6 +67,7 @@ import (
 
 	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/beneath"
 	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/migrate"
@@ -119,11 +120,16 @@ type Cache struct {
 	root  string
 	opt   Options
 	blobs *blobstore.Store
+	// fs reaches every path below root without following a symlink: kcache
+	// never creates one there, so one is someone else's and a write,
+	// rename or delete through it would land outside the cache.
+	fs *beneath.Root
 }
 
 // Open returns the cache at root. Nothing is created until the first write.
 func Open(root string, opt *Options) *Cache {
-	c := &Cache{root: root, blobs: blobstore.New(filepath.Join(root, "blobs", "sha256"))}
+	fsys := beneath.New(root)
+	c := &Cache{root: root, fs: fsys, blobs: blobstore.NewBeneath(fsys, filepath.Join(root, "blobs", "sha256"))}
 	if opt != nil {
 		c.opt = *opt
 	}
@@ -234,6 +240,9 @@ func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
 // can (index.MinReadSchema) and otherwise says how to upgrade.
 func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error), opt index.Options) (*index.DB, error) {
 	opt.Timeout = c.opt.IndexTimeout
+	if err := c.checkIndexPath(); err != nil {
+		return nil, err
+	}
 	db, err := open(c.IndexPath(), opt)
 	if errors.Is(err, index.ErrSchemaOld) {
 		if c.opt.ReadOnly {
@@ -266,7 +275,7 @@ func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error
 // file current and does nothing.
 func (c *Cache) upgradeIndex(held bool) error {
 	if !held {
-		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
+		gl, err := lock.AcquireWith(bg, c.openLockFile, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
 		if err != nil {
 			return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), err)
 		}
@@ -382,7 +391,7 @@ func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
-	return lock.Acquire(ctx, c.LockPath(key), mode, timeout, fmt.Sprintf("cache entry %q", key))
+	return lock.AcquireWith(ctx, c.openLockFile, c.LockPath(key), mode, timeout, fmt.Sprintf("cache entry %q", key))
 }
 
 // AcquireShared takes key's lock shared, waiting up to timeout (0 means

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gofrs/flock"
+	"golang.org/x/sys/unix"
 )
 
 // Mode is the kind of flock(2) lock.
@@ -68,7 +68,7 @@ func (e *ContendedError) Is(target error) bool { return target == ErrContended }
 // Lock is a held lock. Release it exactly once; the kernel also drops it when
 // the process exits, which is what makes crashed holders harmless.
 type Lock struct {
-	fl   *flock.Flock
+	fl   *os.File
 	path string
 	mode Mode
 }
@@ -95,23 +95,59 @@ func (l *Lock) Release() error {
 // stat returns the open descriptor's file info (fstat).
 func (l *Lock) stat() (os.FileInfo, error) { return l.fl.Stat() }
 
+// Opener opens a lock file with os.OpenFile's flag and perm, creating the
+// directories it needs, and resolving path however the caller requires
+// (a cache resolves it below its root without following symlinks).
+type Opener func(path string, flag int, perm os.FileMode) (*os.File, error)
+
+// openPlain is the Opener of Acquire: it creates the parent directory and
+// refuses a symlink at the lock file itself.
+func openPlain(path string, flag int, perm os.FileMode) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create lock directory: %w", err)
+	}
+	// O_NOFOLLOW: a lock file planted as a symlink would make us create or
+	// lock a file elsewhere (outside the cache root).
+	return os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+}
+
 // Acquire takes the lock on path in mode, polling until timeout has passed
 // (timeout 0 means a single attempt) or ctx is done. It creates the parent
 // directory and the lock file if missing, and refuses filesystems where flock
 // is unreliable (see CheckLocalFS).
 func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create lock directory for %s: %w", what, err)
-	}
+	return AcquireWith(ctx, openPlain, path, mode, timeout, what)
+}
+
+// AcquireWith is Acquire with the lock file opened by open.
+func AcquireWith(ctx context.Context, open Opener, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
 	if err := CheckLocalFS(path); err != nil {
 		return nil, err
 	}
-	// O_NOFOLLOW: a lock file planted as a symlink would make us create or
-	// lock a file elsewhere (outside the cache root).
-	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW), flock.SetPermissions(0o666))
-	try := fl.TryRLock
+	fl, err := open(path, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("lockfile %s (for %s) is a symlink; refusing to follow it: remove it (kcache creates lock files itself)", path, what)
+		}
+		return nil, fmt.Errorf("open lockfile %s for %s: %w", path, what, err)
+	}
+	how := unix.LOCK_SH
 	if mode == Exclusive {
-		try = fl.TryLock
+		how = unix.LOCK_EX
+	}
+	try := func() (bool, error) {
+		for {
+			err := unix.Flock(int(fl.Fd()), how|unix.LOCK_NB)
+			switch err {
+			case nil:
+				return true, nil
+			case unix.EWOULDBLOCK:
+				return false, nil
+			case unix.EINTR:
+				continue
+			}
+			return false, err
+		}
 	}
 	start := time.Now()
 	deadline := start.Add(timeout)
@@ -119,9 +155,6 @@ func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration,
 		ok, err := try()
 		if err != nil {
 			_ = fl.Close()
-			if errors.Is(err, syscall.ELOOP) {
-				return nil, fmt.Errorf("lockfile %s (for %s) is a symlink; refusing to follow it: remove it (kcache creates lock files itself)", path, what)
-			}
 			return nil, fmt.Errorf("flock %s %s for %s: %w", mode, path, what, err)
 		}
 		if ok {
@@ -153,17 +186,31 @@ func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration,
 // locks): after locking it checks that path still names the locked inode and
 // retries if it was replaced in between.
 func AcquireFresh(path string, what string) (*Lock, error) {
+	return AcquireFreshWith(openPlain, os.Lstat, path, what)
+}
+
+// AcquireFreshWith is AcquireFresh with the lock file opened by open and
+// its name checked with lstat.
+func AcquireFreshWith(open Opener, lstat func(string) (os.FileInfo, error), path string, what string) (*Lock, error) {
 	for range 10 {
-		l, err := Acquire(context.Background(), path, Exclusive, 0, what)
+		l, err := AcquireWith(context.Background(), open, path, Exclusive, 0, what)
 		if err != nil {
 			return nil, err
 		}
 		held, err1 := l.stat()
-		named, err2 := os.Stat(path)
-		if err1 == nil && err2 == nil && os.SameFile(held, named) {
+		named, err2 := lstat(path)
+		if err1 == nil && err2 == nil && sameFile(held, named) {
 			return l, nil
 		}
 		_ = l.Release()
 	}
 	return nil, fmt.Errorf("lock %s for %s: the file kept being replaced", path, what)
+}
+
+// sameFile is os.SameFile for infos that may not come from package os
+// (both carry a *syscall.Stat_t).
+func sameFile(a, b os.FileInfo) bool {
+	x, ok1 := a.Sys().(*syscall.Stat_t)
+	y, ok2 := b.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && x.Dev == y.Dev && x.Ino == y.Ino
 }

@@ -113,6 +113,9 @@ func writeDoctorText(w io.Writer, r *kcache.DoctorReport) {
 			fmt.Fprintf(w, "foreign %s: would move to the quarantine\n", f.Path)
 		}
 	}
+	for _, s := range r.Symlinks {
+		fmt.Fprintf(w, "symlink %s -> %s: kcache never creates or follows symlinks under its root; left alone, remove it\n", s.Path, s.Target)
+	}
 	if s := r.Sweep; s != nil {
 		fmt.Fprintf(w, "sweep: %s %d orphan blobs (%s), %d dead staging directories, %d unfinished removals\n",
 			would("removed", "would remove"), s.OrphansRemoved, humanSize(s.OrphanBytes), len(s.StagingRemoved), s.DyingFinished)

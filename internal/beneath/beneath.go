@@ -12,9 +12,10 @@
 // (mkdir, unlink, rename, lstat) open its parent that way and then use the
 // *at syscall on the final name, which never follows it.
 //
-// Paths given to a Root are relative to it, or absolute paths that start
-// with the root's path (what callers already build with filepath.Join); the
-// remainder must not contain "..". Errors name the full path; a refused
+// Paths given to a Root are full paths that start with the root's path
+// (what callers already build with filepath.Join(root, ...)), or else
+// relative to the root; what follows the root must not climb out of it
+// with "..". Errors name the full path; a refused
 // symlink is a *SymlinkError (errors.Is(err, ErrSymlink)).
 package beneath
 
@@ -84,20 +85,14 @@ func (r *Root) Join(rel string) string {
 
 // rel turns p into a clean path relative to the root.
 func (r *Root) rel(p string) (string, error) {
-	if filepath.IsAbs(p) {
-		c := filepath.Clean(p)
-		if c == r.path {
-			return ".", nil
-		}
-		prefix := r.path + "/"
-		if r.path == "/" {
-			prefix = "/"
-		}
-		rest, ok := strings.CutPrefix(c, prefix)
-		if !ok {
-			return "", fmt.Errorf("%s is not below the cache root %s", p, r.path)
-		}
+	// A path that starts with the root's path (absolute or, for a relative
+	// root, relative to the working directory) is a full path.
+	if c := filepath.Clean(p); c == r.path {
+		return ".", nil
+	} else if rest, ok := strings.CutPrefix(c, strings.TrimSuffix(r.path, "/")+"/"); ok && r.path != "." {
 		p = rest
+	} else if filepath.IsAbs(p) {
+		return "", fmt.Errorf("%s is not below the cache root %s", p, r.path)
 	}
 	c := filepath.Clean(p)
 	if c == ".." || strings.HasPrefix(c, "../") {
@@ -554,4 +549,20 @@ func (fi *fileInfo) Mode() fs.FileMode {
 		m |= fs.ModeSticky
 	}
 	return m
+}
+
+// RenameInto renames the file at old, a path outside the root chosen by
+// the caller (a staging directory elsewhere), to newp below the root; newp's
+// parent is resolved without following symlinks and its last component is
+// replaced, never followed.
+func (r *Root) RenameInto(old, newp string) error {
+	nfd, nname, nrel, err := r.parent("rename", newp)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(nfd)
+	if err := unix.Renameat(unix.AT_FDCWD, old, nfd, nname); err != nil {
+		return &os.LinkError{Op: "rename", Old: old, New: r.Join(nrel), Err: err}
+	}
+	return nil
 }
