@@ -118,7 +118,7 @@ type DoctorReport struct {
 	// or at index.db stops Doctor before it repairs anything.
 	Symlinks []SymlinkFound `json:"symlinks"`
 	Sweep    *SweepReport   `json:"sweep"`
-	Compact *CompactReport `json:"compact"`
+	Compact  *CompactReport `json:"compact"`
 }
 
 // Healthy reports whether the doctor found nothing wrong.
@@ -455,7 +455,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	rep := &RebuildReport{OldIndex: "missing", BadManifests: []string{}, CorruptKeys: []string{}}
 	path := c.IndexPath()
 	if !dryRun {
-		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index rebuild")
+		gl, err := lock.AcquireWith(bg, c.openLockFile, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index rebuild")
 		if err != nil {
 			return nil, fmt.Errorf("rebuild index: %w", err)
 		}
@@ -491,7 +491,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 		default:
 			rep.OldIndex = "corrupt"
 			if !dryRun {
-				l, err := lock.Acquire(bg, path, lock.Exclusive, c.opt.IndexTimeout, "index file "+path)
+				l, err := lock.AcquireWith(bg, c.openLockFile, path, lock.Exclusive, c.opt.IndexTimeout, "index file "+path)
 				if err != nil {
 					return nil, fmt.Errorf("rebuild index: %w", err)
 				}
@@ -703,7 +703,7 @@ func (c *Cache) compactIndex(dryRun bool) (*CompactReport, error) {
 		return &CompactReport{}, nil
 	}
 	if !dryRun {
-		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index compaction")
+		gl, err := lock.AcquireWith(bg, c.openLockFile, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index compaction")
 		if err != nil {
 			return nil, fmt.Errorf("compact index: %w", err)
 		}

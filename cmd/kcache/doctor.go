@@ -61,7 +61,7 @@ doctor changes nothing. Exit 0 when it ran (whatever it found), 1 on error.`,
 	f.BoolVar(&opt.DryRun, "dry-run", false, "print the plan, change nothing")
 	f.BoolVar(&opt.RebuildIndex, "rebuild-index", false, "rebuild index.db from the manifest blobs (the old file is kept as index.db.bak)")
 	f.BoolVar(&opt.Compact, "compact", false, "rewrite index.db without free pages when it is mostly free")
-	f.BoolVar(&asJSON, "json", false, `print {"dry_run", "rebuild", "corrupt", "restored", "orphans", "foreign", "sweep", "compact"} as JSON`)
+	f.BoolVar(&asJSON, "json", false, `print {"dry_run", "rebuild", "corrupt", "restored", "orphans", "foreign", "symlinks", "sweep", "compact"} as JSON`)
 	return cmd
 }
 
