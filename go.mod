@@ -3,7 +3,6 @@ module github.com/kcache/kcache
 go 1.26.0
 
 require (
-	github.com/gofrs/flock v0.13.2
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/spf13/cobra v1.10.2
 	github.com/vmihailenco/msgpack/v5 v5.4.1
