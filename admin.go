@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -91,7 +90,7 @@ func (c *Cache) HeldLocks() (entries []HeldLock, indexHolders []lock.Holder, err
 	}
 	indexHolders = holdersOf(c.IndexPath())
 	dir := filepath.Join(c.root, ".locks")
-	ents, err := os.ReadDir(dir)
+	ents, err := c.fs.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, indexHolders, nil
 	}

@@ -69,6 +69,7 @@ import (
 
 	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/beneath"
 	"github.com/kcache/kcache/internal/failpoint"
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/migrate"
@@ -124,11 +125,16 @@ type Cache struct {
 	// markerOK is set once the root marker is known to exist (ensureMarker),
 	// so that only the first write open of a process looks for it.
 	markerOK atomic.Bool
+	// fs reaches every path below root without following a symlink: kcache
+	// never creates one there, so one is someone else's and a write,
+	// rename or delete through it would land outside the cache.
+	fs *beneath.Root
 }
 
 // Open returns the cache at root. Nothing is created until the first write.
 func Open(root string, opt *Options) *Cache {
-	c := &Cache{root: root, blobs: blobstore.New(filepath.Join(root, "blobs", "sha256"))}
+	fsys := beneath.New(root)
+	c := &Cache{root: root, fs: fsys, blobs: blobstore.NewBeneath(fsys, filepath.Join(root, "blobs", "sha256"))}
 	if opt != nil {
 		c.opt = *opt
 	}
@@ -244,6 +250,9 @@ func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
 // can (index.MinReadSchema) and otherwise says how to upgrade.
 func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error), opt index.Options) (*index.DB, error) {
 	opt.Timeout = c.opt.IndexTimeout
+	if err := c.checkIndexPath(); err != nil {
+		return nil, err
+	}
 	db, err := open(c.IndexPath(), opt)
 	if errors.Is(err, index.ErrSchemaOld) {
 		if c.opt.ReadOnly {
@@ -276,7 +285,7 @@ func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error
 // file current and does nothing.
 func (c *Cache) upgradeIndex(held bool) error {
 	if !held {
-		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
+		gl, err := lock.AcquireWith(bg, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
 		if err != nil {
 			return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), err)
 		}
@@ -400,11 +409,8 @@ func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout
 		return nil, err
 	}
 	path, what := c.LockPath(key), fmt.Sprintf("cache entry %q", key)
-	if !c.opt.ReadOnly {
-		return lock.Acquire(ctx, path, mode, timeout, what)
-	}
-	l, err := lock.AcquireExisting(ctx, path, mode, timeout, what)
-	if errors.Is(err, fs.ErrNotExist) {
+	l, err := lock.AcquireWith(ctx, c.openLockFile, !c.opt.ReadOnly, path, mode, timeout, what)
+	if c.opt.ReadOnly && errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s cannot be locked against writers: its lockfile %s does not exist, and creating it is refused: %w", what, path, ErrReadOnly)
 	}
 	return l, err

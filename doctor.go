@@ -120,15 +120,20 @@ type DoctorReport struct {
 	Orphans []OrphanBlob `json:"orphans"`
 	// Foreign are files that do not belong in the cache root or the blob
 	// directory; they are moved to <root>/quarantine.
-	Foreign []ForeignFile  `json:"foreign"`
-	Sweep   *SweepReport   `json:"sweep"`
-	Compact *CompactReport `json:"compact"`
+	Foreign []ForeignFile `json:"foreign"`
+	// Symlinks are symlinks under the root, which kcache never creates and
+	// never follows; they are left alone. One at a directory kcache writes
+	// through (blobs/, blobs/sha256/<xx>, .tmp, .locks, quarantine/, .stats)
+	// or at index.db stops Doctor before it repairs anything.
+	Symlinks []SymlinkFound `json:"symlinks"`
+	Sweep    *SweepReport   `json:"sweep"`
+	Compact  *CompactReport `json:"compact"`
 }
 
 // Healthy reports whether the doctor found nothing wrong.
 func (r *DoctorReport) Healthy() bool {
 	rb := r.Rebuild == nil || len(r.Rebuild.BadManifests) == 0 && len(r.Rebuild.CorruptKeys) == 0
-	return rb && len(r.Corrupt) == 0 && len(r.Restored) == 0 && len(r.Orphans) == 0 && len(r.Foreign) == 0 && r.Sweep == nil
+	return rb && len(r.Corrupt) == 0 && len(r.Restored) == 0 && len(r.Orphans) == 0 && len(r.Foreign) == 0 && len(r.Symlinks) == 0 && r.Sweep == nil
 }
 
 // rootNames are what kcache keeps in a cache root (the rest is foreign).
@@ -166,7 +171,12 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 	if empty, err := c.checkDoctorRoot(opt.RebuildIndex); err != nil {
 		return nil, err
 	} else if empty {
+		rep.Symlinks = []SymlinkFound{}
 		return rep, nil
+	}
+	var structural bool
+	if rep.Symlinks, structural = c.findSymlinks(); structural {
+		return rep, nil // every repair would write through it
 	}
 	indexUsable := true
 	if opt.RebuildIndex {
@@ -204,17 +214,21 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		rep.Restored = restored
 	}
 	var foreign []string
-	err := c.blobs.Walk(func(d string, size int64) error {
+	err := c.blobs.WalkSymlinks(func(d string, size int64) error {
 		if !indexUsable || referenced[d] {
 			return nil
 		}
 		o := OrphanBlob{Digest: d, Size: size}
-		if fi, err := os.Stat(c.blobs.Path(d)); err == nil {
+		if fi, err := c.blobs.Lstat(d); err == nil {
 			o.MTime = fi.ModTime().UTC().Format(time.RFC3339)
 		}
 		rep.Orphans = append(rep.Orphans, o)
 		return nil
-	}, func(p string) error { foreign = append(foreign, p); return nil })
+	}, func(p string) error { foreign = append(foreign, p); return nil }, func(p string) error {
+		t, _ := os.Readlink(p)
+		rep.Symlinks = append(rep.Symlinks, SymlinkFound{Path: p, Target: t})
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("doctor: %w", err)
 	}
@@ -282,7 +296,7 @@ func (c *Cache) lostManifest(d string) (*index.Record, error) {
 // is false when it is not one (or is gone), and rec is nil when it is one but
 // does not hash to its name, does not decode or names an invalid key.
 func (c *Cache) readManifestBlob(d string, size int64) (rec *index.Record, isManifest bool, err error) {
-	data, ok, err := readIfManifest(c.blobs.Path(d))
+	data, ok, err := c.readIfManifest(c.blobs.Path(d))
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -477,7 +491,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	rep := &RebuildReport{OldIndex: "missing", BadManifests: []string{}, CorruptKeys: []string{}}
 	path := c.IndexPath()
 	if !dryRun {
-		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index rebuild")
+		gl, err := lock.AcquireWith(bg, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index rebuild")
 		if err != nil {
 			return nil, fmt.Errorf("rebuild index: %w", err)
 		}
@@ -513,7 +527,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 		default:
 			rep.OldIndex = "corrupt"
 			if !dryRun {
-				l, err := lock.Acquire(bg, path, lock.Exclusive, c.opt.IndexTimeout, "index file "+path)
+				l, err := lock.AcquireWith(bg, c.openLockFile, true, path, lock.Exclusive, c.opt.IndexTimeout, "index file "+path)
 				if err != nil {
 					return nil, fmt.Errorf("rebuild index: %w", err)
 				}
@@ -692,8 +706,8 @@ func newerRecord(a, b *index.Record) bool {
 	return a.Manifest.Digest > b.Manifest.Digest
 }
 
-func readIfManifest(path string) ([]byte, bool, error) {
-	f, err := os.Open(path)
+func (c *Cache) readIfManifest(path string) ([]byte, bool, error) {
+	f, err := c.fs.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil // removed meanwhile
 	}
@@ -740,7 +754,7 @@ func (c *Cache) compactIndex(dryRun bool) (*CompactReport, error) {
 		return &CompactReport{}, nil
 	}
 	if !dryRun {
-		gl, err := lock.Acquire(bg, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index compaction")
+		gl, err := lock.AcquireWith(bg, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index compaction")
 		if err != nil {
 			return nil, fmt.Errorf("compact index: %w", err)
 		}

@@ -1,12 +1,15 @@
 package kcache
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/beneath"
 )
 
 // Source says where a kernel's source came from (tarball, git or local).
@@ -162,9 +165,13 @@ func (c *Cache) entryFromStat(rec *index.Record, pin *index.Pin, stat func(strin
 func checkBlob(stat func(string) (int64, error), key, role, name string, b index.Blob) error {
 	size, err := stat(b.Digest)
 	switch {
-	case os.IsNotExist(err):
+	case errors.Is(err, fs.ErrNotExist): // errors.Is: a symlinked blob counts as missing too
+		why := ""
+		if errors.Is(err, beneath.ErrSymlink) {
+			why = "; the blob path is a symlink, which is never followed"
+		}
 		return &CorruptError{Key: key, Kind: role + "_missing",
-			Reason: fmt.Sprintf("%s file %s missing from the blob store (sha256 %s)", role, name, b.Digest)}
+			Reason: fmt.Sprintf("%s file %s missing from the blob store (sha256 %s)%s", role, name, b.Digest, why)}
 	case err != nil:
 		return &CorruptError{Key: key, Kind: role + "_unreadable",
 			Reason: fmt.Sprintf("%s file %s: %v", role, name, err)}

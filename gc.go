@@ -398,7 +398,7 @@ func (c *Cache) GC(opt GCOptions) (*GCReport, error) {
 	rep.StagingRemoved = append(rep.StagingRemoved, sw.StagingRemoved...)
 	rep.DyingFinished = sw.DyingFinished
 	if !opt.DryRun {
-		if _, err := os.Stat(c.IndexPath()); err == nil {
+		if _, err := c.fs.Lstat(c.IndexPath()); err == nil {
 			freed := rep.FreedBytes + rep.OrphanBytes
 			err := c.update(func(tx *index.Tx) ([]string, error) {
 				return nil, errors.Join(tx.AddStat(index.StatGCRuns, 1),

@@ -3,7 +3,6 @@ package kcache
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/kcache/kcache/index"
@@ -24,7 +23,7 @@ func (c *Cache) KernelConfig(key string) (string, error) {
 	if e.VmlinuxPath == "" {
 		return "", fmt.Errorf("cache entry %q has no vmlinux, so no embedded config: %w", key, ErrNoConfig)
 	}
-	f, err := os.Open(e.VmlinuxPath)
+	f, err := c.fs.Open(e.VmlinuxPath)
 	if err != nil {
 		return "", fmt.Errorf("config of %q: %w", key, err)
 	}

@@ -161,6 +161,9 @@ func (c *Cache) touch(e *Entry) {
 	if last, err := time.Parse(time.RFC3339, e.LastUsed); err == nil && now.Sub(last) < lastUsedInterval {
 		return
 	}
+	if c.checkIndexPath() != nil {
+		return
+	}
 	db, err := index.Open(c.IndexPath(), index.Options{Timeout: 200 * time.Millisecond})
 	if err != nil {
 		return
@@ -207,14 +210,14 @@ func (c *Cache) openEntry(key string) (*OpenedEntry, error) {
 		if err != nil {
 			return nil, err
 		}
-		img, err := os.Open(e.ImagePath)
+		img, err := c.fs.Open(e.ImagePath)
 		if err != nil {
 			lastErr = err
 			continue
 		}
 		o := &OpenedEntry{Entry: e, Image: img}
 		if e.VmlinuxPath != "" {
-			if o.Vmlinux, err = os.Open(e.VmlinuxPath); err != nil {
+			if o.Vmlinux, err = c.fs.Open(e.VmlinuxPath); err != nil {
 				img.Close()
 				lastErr = err
 				continue

@@ -79,7 +79,7 @@ func (c *Cache) openForPush(key string) (*index.Record, []*os.File, error) {
 			if p == "" {
 				continue
 			}
-			f, err := os.Open(p)
+			f, err := c.fs.Open(p)
 			if err != nil {
 				return fmt.Errorf("push %q: %w", key, err)
 			}

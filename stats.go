@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/beneath"
 )
 
 // # Hit and miss counters
@@ -65,17 +66,19 @@ func (c *Cache) bump(name string) {
 	// A hit was read from the index, so it exists; a miss may be a lookup
 	// in a directory that is not a cache (yet): create nothing there.
 	if name != hitsFile {
-		if _, err := os.Stat(c.IndexPath()); err != nil {
+		if _, err := c.fs.Lstat(c.IndexPath()); err != nil {
 			return
 		}
 	}
+	// Through c.fs: a symlink at .stats or at the counter (a dangling one
+	// too) is refused, so no counter is created or appended outside the root.
 	path := filepath.Join(c.statsDir(), name)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := c.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.Mkdir(c.statsDir(), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := c.fs.Mkdir(c.statsDir(), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return
 		}
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err = c.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	}
 	if err != nil {
 		return
@@ -86,8 +89,11 @@ func (c *Cache) bump(name string) {
 
 // counterValue reads a counter file's count (its size); a missing file is 0.
 func (c *Cache) counterValue(name string) (int64, error) {
-	fi, err := os.Stat(filepath.Join(c.statsDir(), name))
-	if errors.Is(err, fs.ErrNotExist) {
+	fi, err := c.fs.Lstat(filepath.Join(c.statsDir(), name))
+	if err == nil && !fi.Mode().IsRegular() {
+		return 0, nil // not a counter kcache wrote (a symlink is not followed)
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, beneath.ErrSymlink) {
 		return 0, nil
 	}
 	if err != nil {
@@ -258,13 +264,13 @@ func (c *Cache) Stats() (*StatsReport, error) {
 		if err != nil {
 			return nil, fmt.Errorf("stats %s: %w", c.root, c.explainIndexErr(err))
 		}
-		if fi, err := os.Stat(c.IndexPath()); err == nil {
+		if fi, err := c.fs.Lstat(c.IndexPath()); err == nil {
 			r.Index.SizeBytes = fi.Size()
 		}
 	}
 
 	present := map[string]bool{}
-	err = walkFiles(filepath.Join(c.root, "blobs"), func(path string, size int64) {
+	err = c.walkFiles(filepath.Join(c.root, "blobs"), func(path string, size int64) {
 		r.Blobs.OnDiskBytes += size
 		r.Blobs.OnDiskCount++
 		name := filepath.Base(path)
@@ -280,17 +286,17 @@ func (c *Cache) Stats() (*StatsReport, error) {
 	}
 	r.Blobs.MissingCount = len(referenced) - len(present)
 
-	if err := walkFiles(r.Staging.Path, func(_ string, size int64) { r.Staging.Bytes += size }); err != nil {
+	if err := c.walkFiles(r.Staging.Path, func(_ string, size int64) { r.Staging.Bytes += size }); err != nil {
 		return nil, err
 	}
-	if ents, err := os.ReadDir(r.Staging.Path); err == nil {
+	if ents, err := c.fs.ReadDir(r.Staging.Path); err == nil {
 		for _, e := range ents {
 			if e.IsDir() {
 				r.Staging.Dirs++
 			}
 		}
 	}
-	err = walkFiles(r.Quarantine.Path, func(_ string, size int64) {
+	err = c.walkFiles(r.Quarantine.Path, func(_ string, size int64) {
 		r.Quarantine.Bytes += size
 		r.Quarantine.Files++
 	})
@@ -321,11 +327,13 @@ func (c *Cache) Stats() (*StatsReport, error) {
 }
 
 // walkFiles calls fn for every regular file under dir with its size. A
-// missing dir, or a file that vanishes during the walk, is skipped.
-func walkFiles(dir string, fn func(path string, size int64)) error {
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			if p == dir {
+// missing dir, or a file that vanishes during the walk, is skipped; so is
+// a symlink, at dir or below it (never followed: what it points to is not
+// the cache's).
+func (c *Cache) walkFiles(dir string, fn func(path string, size int64)) error {
+	err := c.fs.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, beneath.ErrSymlink) {
+			if p == filepath.Clean(dir) {
 				return fs.SkipAll
 			}
 			return nil

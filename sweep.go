@@ -1,7 +1,6 @@
 package kcache
 
 import (
-	"os"
 	"time"
 
 	"github.com/kcache/kcache/index"
@@ -153,8 +152,8 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 // blobOlderThan reports whether blob d's file was last written (or last
 // deduplicated against, see blobstore.Writer.Commit) at least grace ago.
 func (c *Cache) blobOlderThan(d string, now time.Time, grace time.Duration) bool {
-	fi, err := os.Stat(c.blobs.Path(d))
-	if err != nil { // gone, or not ours to judge
+	fi, err := c.blobs.Lstat(d)
+	if err != nil { // gone, not a regular file, or not ours to judge
 		return false
 	}
 	return now.Sub(fi.ModTime()) >= grace
@@ -191,11 +190,11 @@ func (c *Cache) sparePreIndexEntries(orphans []string, created time.Time) ([]str
 	spared := map[string]bool{}
 	n := 0
 	for _, d := range orphans {
-		fi, err := os.Stat(c.blobs.Path(d))
+		fi, err := c.blobs.Lstat(d)
 		if err != nil || !fi.ModTime().Before(created) || fi.Size() > maxManifestSize {
 			continue
 		}
-		data, err := os.ReadFile(c.blobs.Path(d))
+		data, err := c.fs.ReadFile(c.blobs.Path(d))
 		if err != nil || !index.IsManifest(data) {
 			continue
 		}

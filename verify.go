@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
-	"github.com/kcache/kcache/internal/fsync"
 )
 
 // VerifyOptions tune Verify.
@@ -384,22 +382,24 @@ func (c *Cache) quarantineDir() string { return filepath.Join(c.root, "quarantin
 // the new path. name says where the file came from.
 func (c *Cache) quarantine(path, name string) (string, error) {
 	dir := c.quarantineDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Through c.fs: a symlink at quarantine/ (or at path's directories)
+	// is refused, never moved into or out of.
+	if err := c.fs.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create quarantine directory %s: %w", dir, err)
 	}
 	base := time.Now().UTC().Format("20060102T150405Z") + "-" + strings.ReplaceAll(name, string(filepath.Separator), "_")
 	dst := filepath.Join(dir, base)
 	for i := 1; ; i++ {
-		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+		if _, err := c.fs.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
 			break
 		}
 		dst = filepath.Join(dir, fmt.Sprintf("%s.%d", base, i))
 	}
-	if err := os.Rename(path, dst); err != nil {
+	if err := c.fs.Rename(path, dst); err != nil {
 		return "", fmt.Errorf("move %s to the quarantine: %w", path, err)
 	}
 	for _, d := range []string{filepath.Dir(path), dir} {
-		_ = fsync.Dir(d) // best effort: the move is done either way
+		_ = c.fs.SyncDir(d) // best effort: the move is done either way
 	}
 	return dst, nil
 }

@@ -7,6 +7,11 @@
 // fsynced, so a blob path either does not exist or holds exactly its content.
 // Identical content is stored once. The package knows nothing about entries or
 // reference counts; deciding when a blob may be removed is the caller's job.
+//
+// Every file the store reaches is resolved below its root (see NewBeneath)
+// without following a symlink: a symlink at the blob directory, a <2 hex>
+// subdirectory or a blob is never written, read or deleted through, and a
+// blob that is a symlink counts as missing.
 package blobstore
 
 import (
@@ -19,21 +24,31 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
-	"github.com/kcache/kcache/internal/fsync"
+	"github.com/kcache/kcache/internal/beneath"
 	"golang.org/x/sys/unix"
 )
 
 // Store is a blob directory.
 type Store struct {
+	root   *beneath.Root // nothing below it is followed if a symlink
 	dir    string
 	prefix string // filepath.Clean(dir) + "/", "" when that is not a plain join
 }
 
-// New returns the store rooted at dir. Nothing is created until a blob is.
-func New(dir string) *Store {
-	s := &Store{dir: dir}
+// New returns the store rooted at dir, below which no symlink is followed.
+// Nothing is created until a blob is.
+func New(dir string) *Store { return NewBeneath(beneath.New(dir), dir) }
+
+// NewBeneath returns the store at dir, which is root or a directory below
+// it: no symlink between root and a blob is followed (a cache's blob store
+// lives in <root>/blobs/sha256, and a symlink at blobs/ must not make it
+// write elsewhere). Nothing is created until a blob is.
+func NewBeneath(root *beneath.Root, dir string) *Store {
+	s := &Store{root: root, dir: dir}
 	if c := filepath.Clean(dir); c != "/" && c != "." && c != "" {
 		s.prefix = c + string(filepath.Separator)
 	}
@@ -84,24 +99,49 @@ func (s *Store) Path2(a, b string) (string, string) {
 	return both[:n], both[n:]
 }
 
-// Stat returns the size of blob d; a missing blob is an fs.ErrNotExist error.
+// Stat returns the size of blob d; a missing blob is an fs.ErrNotExist
+// error, and so is one that is not a regular file (a symlink is not
+// followed: it is not a blob).
 func (s *Store) Stat(d string) (int64, error) {
 	if !ValidDigest(d) {
 		return 0, fmt.Errorf("blob %q: not a sha256 digest", d)
 	}
-	fi, err := os.Stat(s.Path(d))
-	if err != nil {
-		return 0, err
-	}
-	return fi.Size(), nil
+	return s.root.StatRegular(s.Path(d))
 }
+
+// Lstat returns the file info of blob d without following a symlink; one
+// that is not a regular file is an fs.ErrNotExist error (as for Stat).
+func (s *Store) Lstat(d string) (os.FileInfo, error) {
+	if !ValidDigest(d) {
+		return nil, fmt.Errorf("blob %q: not a sha256 digest", d)
+	}
+	fi, err := s.root.Lstat(s.Path(d))
+	if err == nil && !fi.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "lstat", Path: s.Path(d), Err: fs.ErrNotExist}
+	}
+	return fi, err
+}
+
+// Open opens blob d for reading, following no symlink (a blob that is a
+// symlink is refused with an error matching beneath.ErrSymlink).
+func (s *Store) Open(d string) (*os.File, error) {
+	if !ValidDigest(d) {
+		return nil, fmt.Errorf("blob %q: not a sha256 digest", d)
+	}
+	return s.root.Open(s.Path(d))
+}
+
+// Root returns what the store resolves its paths below.
+func (s *Store) Root() *beneath.Root { return s.root }
 
 // Remove deletes blob d; a blob that is already gone is not an error.
 func (s *Store) Remove(d string) error {
 	if !ValidDigest(d) {
 		return fmt.Errorf("remove blob %q: not a sha256 digest", d)
 	}
-	if err := os.Remove(s.Path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// Unlinks the name itself: a symlink there is removed, its target
+	// untouched; one above it refuses.
+	if err := s.root.Remove(s.Path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove blob %s: %w", d, err)
 	}
 	return nil
@@ -119,12 +159,35 @@ type Writer struct {
 
 // NewWriter starts a blob whose bytes are staged in stagingDir, which must be
 // on the same filesystem as the store (rename is what makes a blob appear).
+// A stagingDir below the store's root is reached without following symlinks.
 func (s *Store) NewWriter(stagingDir string) (*Writer, error) {
-	f, err := os.CreateTemp(stagingDir, "blob-*")
+	var f *os.File
+	var err error
+	if s.below(stagingDir) {
+		f, err = s.root.CreateTemp(stagingDir, "blob-*")
+	} else {
+		f, err = os.CreateTemp(stagingDir, "blob-*")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stage blob: %w", err)
 	}
 	return &Writer{s: s, f: f, h: sha256.New()}, nil
+}
+
+// below reports whether p is the store's root or below it.
+func (s *Store) below(p string) bool {
+	r := s.root.Path()
+	return p == r || strings.HasPrefix(filepath.Clean(p), strings.TrimSuffix(r, "/")+"/")
+}
+
+// remove removes a staged file (by path: it is below the root or where
+// the caller chose to stage).
+func (s *Store) remove(p string) {
+	if s.below(p) {
+		_ = s.root.Remove(p)
+	} else {
+		_ = os.Remove(p)
+	}
 }
 
 // Write adds p to the blob.
@@ -208,15 +271,20 @@ func (s *Store) Inode(d string) (Inode, error) {
 	if !ValidDigest(d) {
 		return Inode{}, fmt.Errorf("blob %q: not a sha256 digest", d)
 	}
-	return lstatInode(s.Path(d))
+	return s.lstatInode(s.Path(d))
 }
 
-func lstatInode(path string) (Inode, error) {
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		return Inode{}, &fs.PathError{Op: "lstat", Path: path, Err: err}
+// lstatInode lstats path below the store's root, following no symlink.
+func (s *Store) lstatInode(path string) (Inode, error) {
+	fi, err := s.root.Lstat(path)
+	if err != nil {
+		return Inode{}, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return Inode{}, fmt.Errorf("lstat %s: no stat data", path)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return Inode{}, &fs.PathError{Op: "lstat", Path: path, Err: fmt.Errorf("not a regular file: %w", fs.ErrNotExist)}
 	}
 	return Inode{Size: st.Size, Ctime: st.Ctim.Nano(), Nlink: uint64(st.Nlink)}, nil
@@ -287,26 +355,32 @@ func (s *Store) CommitAllTrust(ws []*Writer, trust Trust, installed func(i int))
 		final := s.Path(digest)
 		// Lstat, and only a regular file counts: a symlink planted at the
 		// blob path is replaced by the rename below, never trusted or touched.
-		if in, err := lstatInode(final); err == nil && in.Size == w.n && in.Nlink == 1 &&
+		if in, err := s.lstatInode(final); err == nil && in.Size == w.n && in.Nlink == 1 &&
 			(trust != nil && trust(digest, in.Ctime) || s.Verify(digest) == nil) {
 			// Already stored: identical content. Refresh its time so a
 			// sweep's grace period counts from this use, not from when an
 			// earlier, perhaps orphaned, copy was written.
 			now := time.Now()
-			_ = os.Chtimes(final, now, now)
-			_ = os.Remove(tmp)
+			_ = s.root.Chtimes(final, now, now)
+			s.remove(tmp)
 		} else {
 			bs[i].Replaced = err == nil
 			sub := filepath.Dir(final)
-			if _, err := os.Stat(sub); errors.Is(err, fs.ErrNotExist) {
-				if err := os.MkdirAll(sub, 0o755); err != nil {
-					_ = os.Remove(tmp)
+			if _, err := s.root.Lstat(sub); errors.Is(err, fs.ErrNotExist) {
+				if err := s.root.MkdirAll(sub, 0o755); err != nil {
+					s.remove(tmp)
 					return nil, fmt.Errorf("create blob directory %s: %w", sub, err)
 				}
 				addDir(s.dir) // before sub: the new name of sub lives there
 			}
-			if err := os.Rename(tmp, final); err != nil {
-				_ = os.Remove(tmp)
+			var err error
+			if s.below(tmp) {
+				err = s.root.Rename(tmp, final)
+			} else {
+				err = s.root.RenameInto(tmp, final)
+			}
+			if err != nil {
+				s.remove(tmp)
 				return nil, fmt.Errorf("install blob %s: %w", digest, err)
 			}
 			addDir(sub)
@@ -315,7 +389,7 @@ func (s *Store) CommitAllTrust(ws []*Writer, trust Trust, installed func(i int))
 		// the ctime a caller records must be the file's settled one. A
 		// file a concurrent remover unlinked meanwhile leaves it unknown
 		// (0); the caller's own presence check deals with the vanished blob.
-		if in, err := lstatInode(final); err == nil {
+		if in, err := s.lstatInode(final); err == nil {
 			bs[i].Ctime = in.Ctime
 		}
 		if installed != nil {
@@ -323,7 +397,7 @@ func (s *Store) CommitAllTrust(ws []*Writer, trust Trust, installed func(i int))
 		}
 	}
 	for _, d := range dirs {
-		if err := fsync.Dir(d); err != nil {
+		if err := s.root.SyncDir(d); err != nil {
 			return nil, err
 		}
 	}
@@ -337,7 +411,7 @@ func (w *Writer) Abort() {
 	}
 	w.done = true
 	_ = w.f.Close()
-	_ = os.Remove(w.f.Name())
+	w.s.remove(w.f.Name())
 }
 
 // Ingest copies r into a new blob staged in stagingDir.
@@ -355,16 +429,38 @@ func (s *Store) Ingest(stagingDir string, r io.Reader) (digest string, size int6
 
 // Walk calls fn for every file under the store that is named like a blob,
 // with its size. Other files are passed to foreign (may be nil) so callers can
-// report or quarantine them.
+// report or quarantine them. Symlinks are never followed nor passed to
+// foreign; a store directory that is (or lies below) a symlink is an error
+// naming it. WalkSymlinks reports them instead.
 func (s *Store) Walk(fn func(digest string, size int64) error, foreign func(path string) error) error {
-	err := filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+	return s.WalkSymlinks(fn, foreign, nil)
+}
+
+// WalkSymlinks is Walk that passes every symlink it meets, the store
+// directory itself included, to symlink (when not nil), so that callers
+// can report them; a symlink is never followed.
+func (s *Store) WalkSymlinks(fn func(digest string, size int64) error, foreign, symlink func(path string) error) error {
+	err := s.root.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if p == s.dir && errors.Is(err, fs.ErrNotExist) {
+			if p == filepath.Clean(s.dir) && errors.Is(err, fs.ErrNotExist) {
 				return fs.SkipAll
+			}
+			if errors.Is(err, beneath.ErrSymlink) && symlink != nil {
+				var se *beneath.SymlinkError
+				if errors.As(err, &se) && se.Link != "" {
+					p = se.Link
+				}
+				return symlink(p)
 			}
 			return err
 		}
 		if d.IsDir() {
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			if symlink != nil {
+				return symlink(p)
+			}
 			return nil
 		}
 		name := d.Name()
@@ -396,7 +492,7 @@ var ErrMismatch = errors.New("content does not match the digest")
 // Verify re-hashes blob d and reports a mismatch as an error matching
 // ErrMismatch; a missing blob is an fs.ErrNotExist error.
 func (s *Store) Verify(d string) error {
-	f, err := os.Open(s.Path(d))
+	f, err := s.Open(d)
 	if err != nil {
 		return err
 	}

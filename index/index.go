@@ -152,7 +152,13 @@ func openOnce(path string, opt Options) (db *DB, err error) {
 	if opt.Timeout <= 0 {
 		opt.Timeout = DefaultTimeout
 	}
-	if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+	// Lstat: bbolt opens by path with O_CREATE, so a symlink here (a
+	// dangling one too) would make it create or write an index elsewhere.
+	fi, statErr := os.Lstat(path)
+	if statErr == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("open index %s: it is a symlink, which kcache never creates; refusing to follow it", path)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
 		if opt.ReadOnly {
 			return nil, ErrNoIndex
 		}

@@ -135,6 +135,24 @@ func (l *Lock) Detach() error {
 // stat returns the open descriptor's file info (fstat).
 func (l *Lock) stat() (os.FileInfo, error) { return l.f.Stat() }
 
+// Opener opens a lock file with os.OpenFile's flag and perm, resolving path
+// however the caller requires (a cache resolves it below its root without
+// following symlinks). When flag has O_CREATE it also creates the
+// directories the file needs; without it, it creates nothing.
+type Opener func(path string, flag int, perm os.FileMode) (*os.File, error)
+
+// openPlain is the Opener of Acquire: it refuses a symlink at the lock file
+// itself (O_NOFOLLOW: a lock file planted as a symlink would make us create
+// or lock a file elsewhere, outside the cache root).
+func openPlain(path string, flag int, perm os.FileMode) (*os.File, error) {
+	if flag&os.O_CREATE != 0 {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("create lock directory: %w", err)
+		}
+	}
+	return os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+}
+
 // Acquire takes the lock on path in mode, polling until timeout has passed
 // (timeout 0 means a single attempt) or ctx is done. It creates the parent
 // directory and the lock file if missing, and refuses filesystems where flock
@@ -142,42 +160,37 @@ func (l *Lock) stat() (os.FileInfo, error) { return l.f.Stat() }
 // (flock needs no write access), so that a user who may only read a cache
 // can still take it on another user's lock file.
 func Acquire(ctx context.Context, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
-	return acquire(ctx, path, mode, timeout, what, true)
+	return AcquireWith(ctx, openPlain, true, path, mode, timeout, what)
 }
 
 // AcquireExisting is Acquire for callers that must not write: it creates
 // neither the directory nor the lock file. A missing lock file is an error
 // that matches os.ErrNotExist.
 func AcquireExisting(ctx context.Context, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
-	return acquire(ctx, path, mode, timeout, what, false)
+	return AcquireWith(ctx, openPlain, false, path, mode, timeout, what)
 }
 
-func acquire(ctx context.Context, path string, mode Mode, timeout time.Duration, what string, create bool) (*Lock, error) {
-	if create {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return nil, fmt.Errorf("create lock directory for %s: %w", what, err)
-		}
-	}
+// AcquireWith is Acquire (create true) or AcquireExisting (create false)
+// with the lock file opened by open.
+func AcquireWith(ctx context.Context, open Opener, create bool, path string, mode Mode, timeout time.Duration, what string) (*Lock, error) {
 	if err := CheckLocalFS(path); err != nil {
 		return nil, err
 	}
-	// O_NOFOLLOW: a lock file planted as a symlink would make us create or
-	// lock a file elsewhere (outside the cache root). os.OpenFile adds
-	// O_CLOEXEC, so no command we start inherits a lock by accident.
+	// os.OpenFile adds O_CLOEXEC, so no command we start inherits a lock by
+	// accident (kcache run hands its lock on deliberately, see File).
 	flag, how := os.O_RDONLY, unix.LOCK_SH
 	if mode == Exclusive {
 		flag, how = os.O_RDWR, unix.LOCK_EX
 	}
-	flag |= syscall.O_NOFOLLOW
 	if create {
 		flag |= os.O_CREATE
 	}
-	f, err := os.OpenFile(path, flag, 0o666)
+	f, err := open(path, flag, 0o666)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("lockfile %s (for %s) is a symlink; refusing to follow it: remove it (kcache creates lock files itself)", path, what)
 		}
-		return nil, fmt.Errorf("open lockfile for %s: %w", what, err)
+		return nil, fmt.Errorf("open lockfile %s for %s: %w", path, what, err)
 	}
 	start := time.Now()
 	deadline := start.Add(timeout)
@@ -219,17 +232,31 @@ func acquire(ctx context.Context, path string, mode Mode, timeout time.Duration,
 // locks): after locking it checks that path still names the locked inode and
 // retries if it was replaced in between.
 func AcquireFresh(path string, what string) (*Lock, error) {
+	return AcquireFreshWith(openPlain, os.Lstat, path, what)
+}
+
+// AcquireFreshWith is AcquireFresh with the lock file opened by open and
+// its name checked with lstat.
+func AcquireFreshWith(open Opener, lstat func(string) (os.FileInfo, error), path string, what string) (*Lock, error) {
 	for range 10 {
-		l, err := Acquire(context.Background(), path, Exclusive, 0, what)
+		l, err := AcquireWith(context.Background(), open, true, path, Exclusive, 0, what)
 		if err != nil {
 			return nil, err
 		}
 		held, err1 := l.stat()
-		named, err2 := os.Stat(path)
-		if err1 == nil && err2 == nil && os.SameFile(held, named) {
+		named, err2 := lstat(path)
+		if err1 == nil && err2 == nil && sameFile(held, named) {
 			return l, nil
 		}
 		_ = l.Release()
 	}
 	return nil, fmt.Errorf("lock %s for %s: the file kept being replaced", path, what)
+}
+
+// sameFile is os.SameFile for infos that may not come from package os
+// (both carry a *syscall.Stat_t).
+func sameFile(a, b os.FileInfo) bool {
+	x, ok1 := a.Sys().(*syscall.Stat_t)
+	y, ok2 := b.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && x.Dev == y.Dev && x.Ino == y.Ino
 }

@@ -70,7 +70,7 @@ doctor changes nothing. Exit 0 when it ran (whatever it found), 1 on error.`,
 	f.BoolVar(&opt.DryRun, "dry-run", false, "print the plan, change nothing")
 	f.BoolVar(&opt.RebuildIndex, "rebuild-index", false, "rebuild index.db from the manifest blobs (the old file is kept as index.db.bak)")
 	f.BoolVar(&opt.Compact, "compact", false, "rewrite index.db without free pages when it is mostly free")
-	f.BoolVar(&asJSON, "json", false, `print {"dry_run", "rebuild", "corrupt", "restored", "orphans", "foreign", "sweep", "compact"} as JSON`)
+	f.BoolVar(&asJSON, "json", false, `print {"dry_run", "rebuild", "corrupt", "restored", "orphans", "foreign", "symlinks", "sweep", "compact"} as JSON`)
 	return cmd
 }
 
@@ -123,6 +123,9 @@ func writeDoctorText(w io.Writer, r *kcache.DoctorReport) {
 		} else {
 			fmt.Fprintf(w, "foreign %s: would move to the quarantine\n", f.Path)
 		}
+	}
+	for _, s := range r.Symlinks {
+		fmt.Fprintf(w, "symlink %s -> %s: kcache never creates or follows symlinks under its root; left alone, remove it\n", s.Path, s.Target)
 	}
 	if s := r.Sweep; s != nil {
 		fmt.Fprintf(w, "sweep: %s %d orphan blobs (%s), %d dead staging directories, %d unfinished removals\n",
