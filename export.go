@@ -164,12 +164,12 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 			c.warnf("export %q: %v", key, err)
 		}
 	}()
-	reflinked, err := cloneOrCopy(e.ImagePath, filepath.Join(staging, e.ImageName))
+	reflinked, err := c.cloneOrCopy(e.ImagePath, filepath.Join(staging, e.ImageName))
 	if err != nil {
 		return nil, fmt.Errorf("export %q: image: %w", key, err)
 	}
 	if e.VmlinuxPath != "" {
-		vr, err := cloneOrCopy(e.VmlinuxPath, filepath.Join(staging, "vmlinux"))
+		vr, err := c.cloneOrCopy(e.VmlinuxPath, filepath.Join(staging, "vmlinux"))
 		if err != nil {
 			return nil, fmt.Errorf("export %q: vmlinux: %w", key, err)
 		}
@@ -239,12 +239,13 @@ func installExported(staging, final, dir, key string, timeout time.Duration) (sw
 	return true, nil
 }
 
-// cloneOrCopy writes a read-only (0444) copy of src at dst: a clone
+// cloneOrCopy writes a read-only (0444) copy of the blob file src (opened
+// below the root, following no symlink) at dst: a clone
 // (FICLONE, sharing extents copy-on-write) where the filesystem can, else
 // a byte copy. Never a hard link: a write through a link would change the
 // blob itself. It reports whether it cloned.
-func cloneOrCopy(src, dst string) (cloned bool, err error) {
-	in, err := os.Open(src)
+func (c *Cache) cloneOrCopy(src, dst string) (cloned bool, err error) {
+	in, err := c.fs.Open(src)
 	if err != nil {
 		return false, err
 	}
