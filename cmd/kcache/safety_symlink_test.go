@@ -267,8 +267,14 @@ func TestSafetySymlinkIndexDB(t *testing.T) {
 			name = "existing"
 		}
 		t.Run(name, func(t *testing.T) {
+			// A real cache (it has kcache's root marker, so doctor works on
+			// it) whose index.db was then replaced by a symlink.
 			root := cliNewRoot(t)
-			if err := os.MkdirAll(root, 0o755); err != nil {
+			img0 := cliWrite(t, t.TempDir(), "bzImage", "image of k0")
+			if _, stderr, code := runProc(t, root, "store", "k0", "--image", img0, "--arch", "x86_64"); code != 0 {
+				t.Fatalf("store k0: exit %d: %s", code, stderr)
+			}
+			if err := os.Remove(filepath.Join(root, "index.db")); err != nil {
 				t.Fatal(err)
 			}
 			outside := t.TempDir()
