@@ -16,37 +16,17 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kcache/kcache/internal/tmpfstest"
+
 	"github.com/kcache/kcache"
 	"github.com/kcache/kcache/index"
 )
-
-// fullfsMount mounts a tmpfs of the given size on a new directory and
-// unmounts it when the test ends.
-func fullfsMount(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("cannot mount a %s tmpfs on %s (the full-disk test needs root or CAP_SYS_ADMIN): %v: %s", size, dir, err, strings.TrimSpace(string(out)))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + "; CI runs as root, so this is a failure there")
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
 
 func fullfsSHA(t *testing.T, path string) string {
 	t.Helper()
@@ -123,7 +103,7 @@ func fullfsCheck(t *testing.T, c *kcache.Cache, want map[string]string) (partial
 }
 
 func TestFullDisk(t *testing.T) {
-	mnt := fullfsMount(t, "8m")
+	mnt := tmpfstest.Mount(t, "8m")
 	root := filepath.Join(mnt, "cache")
 	c := kcache.Open(root, &kcache.Options{Warn: io.Discard, IndexTimeout: 5 * time.Second, StoreLockTimeout: 5 * time.Second})
 	inputs := t.TempDir() // not on the tmpfs

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kcache/kcache/internal/tmpfstest"
+
 	"github.com/kcache/kcache"
 	"github.com/kcache/kcache/internal/legacy"
 	"github.com/kcache/kcache/migrate"
@@ -262,7 +264,7 @@ func migTmpfsSource(t *testing.T, n int) (root string, keys []string, images map
 // failure are in it, and exactly those are in kcache and gone from the
 // source; the rest of the source is untouched.
 func TestSafetyMigrateFailureKeepsReport(t *testing.T) {
-	mnt := fullfsMount(t, "4m")
+	mnt := tmpfstest.Mount(t, "4m")
 	from, keys, images := migTmpfsSource(t, 5)
 	c := kcache.Open(filepath.Join(mnt, "cache"), &kcache.Options{Warn: io.Discard})
 	r, err := c.Migrate(kcache.MigrateOptions{From: from, RemoveSource: true, LockTimeout: time.Second})

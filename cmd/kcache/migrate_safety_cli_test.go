@@ -9,36 +9,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/kcache/kcache/internal/tmpfstest"
+
 	"github.com/kcache/kcache/internal/legacy"
 )
-
-// cliTmpfs mounts a tmpfs of size on a new directory for the test (root
-// only; skipped elsewhere, a failure in CI, like the root package's
-// full-disk test).
-func cliTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("cannot mount a %s tmpfs on %s (needs root or CAP_SYS_ADMIN): %v: %s", size, dir, err, strings.TrimSpace(string(out)))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + "; CI runs as root, so this is a failure there")
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
 
 // cliBigSource writes a ktstr cache (ktstr's layout, via internal/legacy)
 // of n entries with 1.5 MiB random images and no vmlinux: on a 4 MiB
@@ -73,7 +52,7 @@ func cliBigSource(t *testing.T, n int) (root string, keys []string) {
 // "error": null.
 func TestSafetyMigrateCLIFailureKeepsReport(t *testing.T) {
 	from, keys := cliBigSource(t, 5)
-	root := filepath.Join(cliTmpfs(t, "4m"), "cache")
+	root := filepath.Join(tmpfstest.Mount(t, "4m"), "cache")
 	out, stderr, code := runProc(t, root, "migrate", "--from", from, "--remove-source", "--json")
 	if code != 1 || !strings.Contains(stderr, "no space left on device") {
 		t.Fatalf("exit %d (want 1), stderr %q (want ENOSPC)", code, stderr)
@@ -115,7 +94,7 @@ func TestSafetyMigrateCLIFailureKeepsReport(t *testing.T) {
 
 	// The text form, into another small filesystem.
 	from, keys = cliBigSource(t, 5)
-	root = filepath.Join(cliTmpfs(t, "4m"), "cache")
+	root = filepath.Join(tmpfstest.Mount(t, "4m"), "cache")
 	out, stderr, code = runProc(t, root, "migrate", "--from", from)
 	if code != 1 || !strings.Contains(stderr, "no space left on device") {
 		t.Fatalf("text form: exit %d, stderr %q", code, stderr)
