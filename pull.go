@@ -74,7 +74,7 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 		}
 		failpoint.Hit(failpoint.PullAfterBlobs)
 		err := c.install(ctx, st, rec, bs)
-		if retry.again(err) {
+		if retry.again(ctx, &err) {
 			continue
 		}
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strconv"
 	"time"
@@ -111,7 +110,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 			failpoint.Hit(failpoint.StoreBeforeCommit)
 			return released, err
 		})
-		if retry.again(err) {
+		if retry.again(ctx, &err) {
 			continue
 		}
 		if err != nil {
@@ -124,8 +123,10 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 // dyingRetry paces the retries of a write whose blobs vanished under it. A
 // blob the write found present (deduplicated, or already local) can be
 // removed by a concurrent rm or gc before the write's transaction references
-// it: either already gone (fs.ErrNotExist) or released and about to be
-// unlinked (index.ErrBlobDying). Both resolve by waiting briefly and writing
+// it: either already gone (index.ErrBlobVanished, from Put's presence
+// check) or released and about to be unlinked (index.ErrBlobDying). Only
+// those two are retried: any other error, a missing file elsewhere (the
+// root, an input) included, is returned at once. Both resolve by waiting briefly and writing
 // the blobs again, until a remover that died with the blob marked dying has
 // been given up on.
 type dyingRetry struct {
@@ -139,13 +140,21 @@ func newDyingRetry() *dyingRetry {
 
 // again reports whether err is such a vanished blob and there is time left,
 // and then waits before the next attempt.
-func (r *dyingRetry) again(err error) bool {
-	if !(errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) || !time.Now().Before(r.deadline) {
+//
+// When ctx ends during the wait, *err becomes ctx's error (wrapping the
+// vanished blob's) and again returns false.
+func (r *dyingRetry) again(ctx context.Context, err *error) bool {
+	if !(errors.Is(*err, index.ErrBlobVanished) || errors.Is(*err, index.ErrBlobDying)) || !time.Now().Before(r.deadline) {
 		return false
 	}
 	r.n++
-	time.Sleep(min(time.Duration(r.n)*20*time.Millisecond, 500*time.Millisecond))
-	return true
+	select {
+	case <-ctx.Done():
+		*err = fmt.Errorf("%w (while waiting to retry: %w)", ctx.Err(), *err)
+		return false
+	case <-time.After(min(time.Duration(r.n)*20*time.Millisecond, 500*time.Millisecond)):
+		return true
+	}
 }
 
 // hasBlob reports whether blob d's file is present; index.Tx.Put asks it

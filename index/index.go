@@ -70,6 +70,10 @@ var (
 	// ErrBlobDying means a blob was released by a removal that has not
 	// unlinked its file yet; the caller waits and writes the blob again.
 	ErrBlobDying = errors.New("blob is being removed")
+	// ErrBlobVanished means Put found no file for a blob the index does
+	// not reference yet: a concurrent removal unlinked it after the writer
+	// found it present. It also matches os.ErrNotExist.
+	ErrBlobVanished = errors.New("blob file vanished")
 )
 
 // SchemaOldError is an index file with an older schema than SchemaVersion.
