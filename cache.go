@@ -131,10 +131,26 @@ type Cache struct {
 	fs *beneath.Root
 }
 
-// Open returns the cache at root. Nothing is created until the first write.
-func Open(root string, opt *Options) *Cache {
-	fsys := beneath.New(root)
-	c := &Cache{root: root, fs: fsys, blobs: blobstore.NewBeneath(fsys, filepath.Join(root, "blobs", "sha256"))}
+// Open returns the cache at root. It fails at once on an empty root or a
+// root that exists but is not a directory; a root that does not exist yet
+// is fine, and nothing is created until the first write. The root is made
+// absolute here, once, so every path the cache returns is absolute and
+// stays valid when the caller changes directory (or hands it to qemu).
+func Open(root string, opt *Options) (*Cache, error) {
+	if root == "" {
+		return nil, errors.New("open cache: the root directory is empty")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %q: %w", root, err)
+	}
+	if fi, err := os.Stat(abs); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("open cache %s: not a directory", abs)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open cache %s: %w", abs, err)
+	}
+	fsys := beneath.New(abs)
+	c := &Cache{root: abs, fs: fsys, blobs: blobstore.NewBeneath(fsys, filepath.Join(abs, "blobs", "sha256"))}
 	if opt != nil {
 		c.opt = *opt
 	}
@@ -147,7 +163,7 @@ func Open(root string, opt *Options) *Cache {
 	if c.opt.Warn == nil {
 		c.opt.Warn = os.Stderr
 	}
-	return c
+	return c, nil
 }
 
 // OpenDefault opens the cache at ResolveRoot().
@@ -156,7 +172,7 @@ func OpenDefault(opt *Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Open(root, opt), nil
+	return Open(root, opt)
 }
 
 // Root returns the cache root directory.

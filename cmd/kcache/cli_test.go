@@ -801,7 +801,7 @@ func TestCLIRmInUse(t *testing.T) {
 	root := cliNewRoot(t)
 	cliStore(t, root, "held")
 	cliStore(t, root, "free")
-	l, err := kcache.Open(root, nil).AcquireShared("held", 0)
+	l, err := mustOpen(root, nil).AcquireShared("held", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1362,4 +1362,14 @@ func TestCLILocksIdle(t *testing.T) {
 	cliStore(t, root, "k")
 	cliOK(t, root, "lookup", "k")
 	check(t, root)
+}
+
+// mustOpen is kcache.Open for tests, whose roots are temporary directories:
+// an error there is a bug in the test, so it panics with it.
+func mustOpen(root string, opt *kcache.Options) *kcache.Cache {
+	c, err := kcache.Open(root, opt)
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
