@@ -59,8 +59,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,9 +109,13 @@ type Options struct {
 	IndexTimeout time.Duration
 	// StoreLockTimeout bounds Store's wait for the entry's exclusive lock.
 	StoreLockTimeout time.Duration
-	// Warn receives one-line warnings (unstripped vmlinux, failed cleanups).
-	// Nil means os.Stderr.
-	Warn io.Writer
+	// Logger receives warnings (an unstripped vmlinux in use, a failed
+	// cleanup, a remote that failed during a lookup) at level Warn, and
+	// notices (an index upgraded to a newer schema) at level Info, one
+	// message per event. Nil discards them: the library writes nothing to
+	// the process's stderr. Whatever a warning says about an entry is also
+	// a field of the Entry.
+	Logger *slog.Logger
 	// ReadOnly makes the cache never write: lookups do not record
 	// last_used, and calls that must write fail with ErrReadOnly.
 	ReadOnly bool
@@ -160,8 +164,8 @@ func Open(root string, opt *Options) (*Cache, error) {
 	if c.opt.StoreLockTimeout <= 0 {
 		c.opt.StoreLockTimeout = DefaultExclusiveTimeout
 	}
-	if c.opt.Warn == nil {
-		c.opt.Warn = os.Stderr
+	if c.opt.Logger == nil {
+		c.opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c, nil
 }
@@ -190,7 +194,7 @@ func (c *Cache) LockPath(key string) string {
 func (c *Cache) BlobPath(digest string) string { return c.blobs.Path(digest) }
 
 func (c *Cache) warnf(format string, args ...any) {
-	fmt.Fprintf(c.opt.Warn, "kcache: warning: "+format+"\n", args...)
+	c.opt.Logger.Warn(fmt.Sprintf(format, args...))
 }
 
 // NotFoundError names the key (or build ID) that has no entry.
@@ -312,8 +316,8 @@ func (c *Cache) upgradeIndex(held bool) error {
 		return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), c.explainIndexErr(err))
 	}
 	if res.From != res.To {
-		fmt.Fprintf(c.opt.Warn, "kcache: upgraded the index %s from schema %d to %d; the old file is kept as %s\n",
-			c.IndexPath(), res.From, res.To, strings.Join(res.Backups, ", "))
+		c.opt.Logger.Info(fmt.Sprintf("upgraded the index %s from schema %d to %d; the old file is kept as %s",
+			c.IndexPath(), res.From, res.To, strings.Join(res.Backups, ", ")))
 	}
 	return nil
 }

@@ -17,7 +17,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -88,7 +87,7 @@ func BenchmarkGC(b *testing.B) {
 		b.StopTimer()
 		root := filepath.Join(b.TempDir(), "cache")
 		benchGCFixture(b, root, benchGCEntries)
-		c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+		c := mustOpen(root, &kcache.Options{})
 		b.StartTimer()
 		start := time.Now()
 		rep, err := c.GC(kcache.GCOptions{Keep: benchPtr(benchGCKeep)})

@@ -1,8 +1,12 @@
 package kcache_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,3 +90,19 @@ func TestOpenRelativeRootGivesAbsolutePaths(t *testing.T) {
 		t.Errorf("read %s after a chdir: %q, %v", e.ImagePath, data, err)
 	}
 }
+
+// warnLogger writes each log record's message on a line of its own, as
+// the CLI prints warnings, so tests can look for them in w.
+func warnLogger(w io.Writer) *slog.Logger {
+	return slog.New(lineHandler{w})
+}
+
+type lineHandler struct{ w io.Writer }
+
+func (h lineHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h lineHandler) Handle(_ context.Context, r slog.Record) error {
+	_, err := fmt.Fprintf(h.w, "kcache: warning: %s\n", r.Message)
+	return err
+}
+func (h lineHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h lineHandler) WithGroup(string) slog.Handler      { return h }

@@ -59,7 +59,7 @@ type app struct {
 
 // cache opens the cache at --root or the resolved default root.
 func (a *app) cache() (*kcache.Cache, error) {
-	opt := &kcache.Options{Warn: a.stderr, IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout, ReadOnly: a.readOnly}
+	opt := &kcache.Options{Logger: newLineLogger(a.stderr), IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout, ReadOnly: a.readOnly}
 	if a.root != "" {
 		return kcache.Open(a.root, opt)
 	}

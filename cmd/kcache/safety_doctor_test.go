@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -376,7 +375,7 @@ func TestStoreRetryHonoursContext(t *testing.T) {
 	root := t.TempDir()
 	crashBase(t, in, root)
 	safetyKill(t, root, failpoint.UpdateAfterCommit, "rm", "b")
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	_, err := c.Store(ctx, "z", kcache.Artifacts{Image: in.image(t, "b", 5000)},

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +25,7 @@ import (
 func TestSafetyRunKilledKeepsLock(t *testing.T) {
 	const key = "run-killed"
 	root := t.TempDir()
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	rpStore(t, root, key, rpSample.image)
 
 	run := rpStart(t, root, "run", key, "--", "sh", "-c", `echo "fd=$KCACHE_LOCK_FD"; exec sleep 60`)
