@@ -134,8 +134,18 @@ func (d *DB) Path() string { return d.path }
 // replaced file. Open notices (the path names another inode than before the
 // wait) and opens again, so nothing is ever written to a file that is no
 // longer the index.
+//
+// Each replacement means a doctor finished one rebuild, so Open keeps trying
+// for as long as it may wait for the lock at all (opt.Timeout): a writer
+// beside doctors rebuilding back to back must get its turn, not give up
+// after a fixed number of replacements.
 func Open(path string, opt Options) (*DB, error) {
-	for range 5 {
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	for try := 0; try < 5 || time.Now().Before(deadline); try++ {
 		before, _ := os.Stat(path)
 		db, err := openOnce(path, opt)
 		if err != nil {
