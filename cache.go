@@ -87,22 +87,6 @@ const (
 // it; coarse so that lookups stay read-only almost always.
 const lastUsedInterval = time.Hour
 
-var (
-	// ErrNotFound: no entry under the key.
-	ErrNotFound = errors.New("not found")
-	// ErrInUse: the entry's lock is held by someone else.
-	ErrInUse = lock.ErrContended
-	// ErrIndexBusy: the index file stayed locked for the whole timeout.
-	ErrIndexBusy = index.ErrBusy
-	// ErrIndexCorrupt: the index file cannot be read safely.
-	ErrIndexCorrupt = index.ErrCorrupt
-	// ErrCorruptEntry is matched by every *CorruptError.
-	ErrCorruptEntry = errors.New("corrupt entry")
-	// ErrReadOnly: the cache was opened with Options.ReadOnly and the call
-	// would write.
-	ErrReadOnly = errors.New("the cache is opened read-only (--read-only); this would write")
-)
-
 // Options tune a Cache. The zero value gives the defaults.
 type Options struct {
 	// IndexTimeout bounds the wait for the index file's lock.
@@ -197,57 +181,6 @@ func (c *Cache) warnf(format string, args ...any) {
 	c.opt.Logger.Warn(fmt.Sprintf(format, args...))
 }
 
-// NotFoundError names the key (or build ID) that has no entry.
-type NotFoundError struct {
-	Key     string
-	BuildID string // set instead of Key by LookupBuildID
-}
-
-func (e *NotFoundError) Error() string {
-	if e.BuildID != "" {
-		return fmt.Sprintf("no cache entry has a vmlinux with build ID %s; `kcache list --json` shows the build_id of each", e.BuildID)
-	}
-	return fmt.Sprintf("no cache entry %q; `kcache list` shows what is cached", e.Key)
-}
-
-// Is makes errors.Is(err, ErrNotFound) true.
-func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
-
-// CorruptError is an entry that is indexed but cannot be used. Kind is one of
-// the documented error_kind words: malformed, schema_drift (the record does
-// not decode), image_missing, vmlinux_missing (a blob file is gone),
-// image_size_mismatch, vmlinux_size_mismatch (a blob file has the wrong size),
-// image_content_mismatch, vmlinux_content_mismatch (a blob file changed since
-// it was stored — its ctime moved — and no longer hashes to its digest), or — persisted on the record by Verify or Doctor, and reported first —
-// blob_missing, blob_mismatch (index.CorruptMark).
-type CorruptError struct {
-	Key    string
-	Kind   string
-	Reason string
-}
-
-func (e *CorruptError) Error() string {
-	return fmt.Sprintf("cache entry %q is corrupt (%s): %s; remove it with `kcache rm %s` and store it again", e.Key, e.Kind, e.Reason, e.Key)
-}
-
-// Is makes errors.Is(err, ErrCorruptEntry) true.
-func (e *CorruptError) Is(target error) bool { return target == ErrCorruptEntry }
-
-// IndexBusyError is an index that another process kept locked.
-type IndexBusyError struct {
-	Path    string
-	Waited  time.Duration
-	Holders []lock.Holder
-}
-
-func (e *IndexBusyError) Error() string {
-	return fmt.Sprintf("index %s stayed locked by another process for %s; holders:\n%s\nwait for them to finish, or stop them if they hang",
-		e.Path, e.Waited, lock.FormatHolders(e.Holders))
-}
-
-// Is makes errors.Is(err, ErrIndexBusy) true.
-func (e *IndexBusyError) Is(target error) bool { return target == index.ErrBusy }
-
 // openIndex opens the index for one operation and explains failures.
 func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
 	if !readOnly {
@@ -281,7 +214,7 @@ func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error
 				db, err = open(c.IndexPath(), opt)
 			}
 			if errors.Is(err, index.ErrSchemaOld) {
-				return nil, fmt.Errorf("%w; the cache is opened read-only (--read-only), so it cannot be upgraded: run any kcache command that writes (or `kcache doctor`) without --read-only once", err)
+				return nil, fmt.Errorf("%w; it cannot be upgraded: %w", err, ErrReadOnly)
 			}
 		} else {
 			if uerr := c.upgradeIndex(false); uerr != nil {
@@ -328,7 +261,7 @@ func (c *Cache) explainIndexErr(err error) error {
 		holders, _ := lock.Holders(c.IndexPath())
 		return &IndexBusyError{Path: c.IndexPath(), Waited: c.opt.IndexTimeout, Holders: holders}
 	case errors.Is(err, index.ErrCorrupt):
-		return fmt.Errorf("%w; run `kcache doctor --rebuild-index` to rebuild %s from the entry manifests in the blob directory (the damaged file is kept as index.db.bak)", err, c.IndexPath())
+		return &IndexCorruptError{Path: c.IndexPath(), Err: err}
 	}
 	return err
 }

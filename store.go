@@ -325,7 +325,7 @@ func (c *Cache) stageVmlinux(st *staging, f *os.File, rec *index.Record) (*blobs
 			rec.BuildID = &res.BuildID
 		}
 	} else {
-		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), which shows as vmlinux_stripped=false in `kcache list --json`",
+		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), recorded as vmlinux_stripped=false",
 			rec.Key, f.Name(), stripErr, size)
 		if err := w.Reset(); err != nil {
 			return w, fmt.Errorf("copy vmlinux to cache: %w", err)

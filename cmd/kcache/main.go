@@ -84,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	code := exitCode(err)
 	var ec *exitCodeError
 	if !errors.As(err, &ec) || ec.err != nil {
-		fmt.Fprintf(stderr, "kcache: %v\n", err)
+		fmt.Fprintf(stderr, "kcache: %s\n", errText(err))
 		if code == exitUsage && !errors.Is(err, kcache.ErrInvalid) {
 			fmt.Fprintln(stderr, "run 'kcache --help' for usage")
 		}

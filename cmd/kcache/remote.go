@@ -158,9 +158,9 @@ func transferKeys(a *app, asJSON bool, keys []string, do func(key string) (*kcac
 			var c int
 			res.ErrorKind, c = errorKind(err)
 			code = worse(code, c)
-			res.Error = err.Error()
+			res.Error = errText(err)
 			if !asJSON {
-				fmt.Fprintf(a.stderr, "kcache: %v\n", err)
+				fmt.Fprintf(a.stderr, "kcache: %s\n", errText(err))
 			}
 		} else if !asJSON {
 			fmt.Fprintln(a.stdout, describe(rep))

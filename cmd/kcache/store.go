@@ -247,11 +247,11 @@ func storeBatch(cmd *cobra.Command, a *app, defaults storeSpec, jsonLines, asJSO
 		if err != nil {
 			failed++
 			if asJSON {
-				if werr := enc.Encode(batchResult{Line: n, Key: sp.Key, ExitCode: exitCode(err), Error: err.Error()}); werr != nil {
+				if werr := enc.Encode(batchResult{Line: n, Key: sp.Key, ExitCode: exitCode(err), Error: errText(err)}); werr != nil {
 					return werr
 				}
 			} else {
-				fmt.Fprintf(a.stderr, "kcache: line %d: %v\n", n, err)
+				fmt.Fprintf(a.stderr, "kcache: line %d: %s\n", n, errText(err))
 			}
 			continue
 		}
