@@ -32,7 +32,7 @@ func hint(err error) string {
 	case errors.Is(err, index.ErrSchemaOld) && errors.Is(err, kcache.ErrReadOnly):
 		return "run any kcache command that writes (or `kcache doctor`) without --read-only once"
 	case errors.Is(err, kcache.ErrReadOnly):
-		return "it was opened with --read-only"
+		return "run it without --read-only"
 	case errors.As(err, &pe):
 		return fmt.Sprintf("`kcache rm --force %s` removes it anyway, `kcache unpin %s` releases the pin", pe.Key, pe.Key)
 	case errors.As(err, &ce):
