@@ -30,7 +30,7 @@
 // entry's exclusive lock without waiting (entries in use are skipped and
 // reported), delete the records in one transaction, which marks blobs whose
 // reference count reached zero as dying, then unlink them with the index
-// closed and forget them in a second short transaction. DESIGN.md had the
+// closed and forget them in a second short transaction. The first design had the
 // unlink inside the transaction's lock; moving it out keeps a large gc from
 // blocking every other process for the duration of thousands of unlinks, and
 // the dying mark keeps a concurrent store from adopting a blob that is about

@@ -201,7 +201,7 @@ type CleanReport struct {
 }
 
 // Clean removes corrupt entries and every usable entry but the Keep newest,
-// as ktstr's `cache clean` does (reference/ktstr-cache.md §5.4), except that
+// as ktstr's `cache clean` does, except that
 // pinned entries are never removed and an entry whose lock is held (a VM
 // running it, a store replacing it) is skipped and reported, not deleted.
 func (c *Cache) Clean(opt CleanOptions) (*CleanReport, error) {

@@ -1,5 +1,5 @@
 // Package migrate reads the kernel cache of the test tool ktstr (one
-// directory per entry with a metadata.json; reference/ktstr-cache.md §1) so
+// directory per entry with a metadata.json) so
 // that kcache can import it. It only reads: it yields parsed legacy entries
 // and the caller (kcache.(*Cache).Migrate) stores them and owns the locking
 // protocol. It never imports the root package.
