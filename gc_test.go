@@ -726,22 +726,3 @@ func TestCleanParity(t *testing.T) {
 		gcSame(t, "removed", gcRemovedKeys(rep.Removed), []string{"k00", "k03"})
 	})
 }
-
-// StatFS measures a path that does not exist yet (a cache root before the
-// first store) at its nearest existing parent, absolute or relative.
-func TestStatFSOfMissingPath(t *testing.T) {
-	dir := t.TempDir()
-	_, want, err := kcache.StatFS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{filepath.Join(dir, "a", "b", "c"), filepath.Join(dir, "a", "b") + "/"} {
-		if _, total, err := kcache.StatFS(p); err != nil || total != want {
-			t.Errorf("StatFS(%s) = total %d, %v; want %d as for %s", p, total, err, want, dir)
-		}
-	}
-	t.Chdir(dir)
-	if _, total, err := kcache.StatFS(filepath.Join("no", "such", "dir")); err != nil || total != want {
-		t.Errorf("StatFS of a relative missing path = total %d, %v; want %d", total, err, want)
-	}
-}
