@@ -261,7 +261,7 @@ func (c *Cache) checkOneBlob(d string, size int64, deep bool, recorded int64) (*
 	case errors.Is(err, blobstore.ErrMismatch):
 		detail := err.Error()
 		if recorded != 0 && in.Ctime != recorded {
-			detail += " (its file was changed after kcache stored it)"
+			detail += " (its file was changed after it was stored)"
 		}
 		if in.Nlink > 1 {
 			detail += fmt.Sprintf(" (its file has %d hard links)", in.Nlink)

@@ -79,7 +79,7 @@ func TestVerifyQuarantinesAndMarks(t *testing.T) {
 	if rep.Checked != 6 || rep.Deep || len(rep.Problems) != 2 {
 		t.Fatalf("default verify = %+v; want 6 blobs checked and both damaged images", rep)
 	}
-	if p := rep.Problems[0]; p.Key != "flip" || p.ErrorKind != index.CorruptBlobMismatch || !strings.Contains(p.Detail, "changed after kcache stored it") {
+	if p := rep.Problems[0]; p.Key != "flip" || p.ErrorKind != index.CorruptBlobMismatch || !strings.Contains(p.Detail, "changed after it was stored") {
 		t.Errorf("problem = %+v; want the flipped image, found by its ctime", p)
 	} else if data, err := os.ReadFile(p.QuarantinedTo); err != nil || string(data) != string(flipped) {
 		t.Errorf("flipped blob quarantined to %q: %v", p.QuarantinedTo, err)
