@@ -131,8 +131,27 @@ type Cache struct {
 	fs *beneath.Root
 }
 
-// Open returns the cache at root. Nothing is created until the first write.
-func Open(root string, opt *Options) *Cache {
+// Open returns the cache at root. It fails at once when root is empty or
+// names something that exists and is not a directory (a cache rooted in a
+// file would otherwise fail much later, on the first write, after litter in
+// the current directory); a root that does not exist yet is fine. The root
+// is made absolute here, once, so every path the cache returns stays valid
+// after the caller changes directory or hands it to another process.
+// Nothing is created until the first write.
+func Open(root string, opt *Options) (*Cache, error) {
+	if root == "" {
+		return nil, errors.New("open cache: empty root directory")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %q: %w", root, err)
+	}
+	if fi, err := os.Stat(abs); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("open cache %s: not a directory", abs)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open cache %s: %w", abs, err)
+	}
+	root = abs
 	fsys := beneath.New(root)
 	c := &Cache{root: root, fs: fsys, blobs: blobstore.NewBeneath(fsys, filepath.Join(root, "blobs", "sha256"))}
 	if opt != nil {
@@ -147,7 +166,7 @@ func Open(root string, opt *Options) *Cache {
 	if c.opt.Warn == nil {
 		c.opt.Warn = os.Stderr
 	}
-	return c
+	return c, nil
 }
 
 // OpenDefault opens the cache at ResolveRoot().
@@ -156,7 +175,7 @@ func OpenDefault(opt *Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Open(root, opt), nil
+	return Open(root, opt)
 }
 
 // Root returns the cache root directory.

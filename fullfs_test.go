@@ -105,7 +105,7 @@ func fullfsCheck(t *testing.T, c *kcache.Cache, want map[string]string) (partial
 func TestFullDisk(t *testing.T) {
 	mnt := tmpfstest.Mount(t, "8m")
 	root := filepath.Join(mnt, "cache")
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard, IndexTimeout: 5 * time.Second, StoreLockTimeout: 5 * time.Second})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard, IndexTimeout: 5 * time.Second, StoreLockTimeout: 5 * time.Second})
 	inputs := t.TempDir() // not on the tmpfs
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	newImage := func(i int) (string, string) {

@@ -88,7 +88,7 @@ func BenchmarkGC(b *testing.B) {
 		b.StopTimer()
 		root := filepath.Join(b.TempDir(), "cache")
 		benchGCFixture(b, root, benchGCEntries)
-		c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+		c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 		b.StartTimer()
 		start := time.Now()
 		rep, err := c.GC(kcache.GCOptions{Keep: benchPtr(benchGCKeep)})

@@ -52,7 +52,7 @@ type gcEnt struct {
 func gcFixture(t testing.TB, n int) (*kcache.Cache, string, []gcEnt) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "cache")
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	src := t.TempDir()
 	base := gcNow.Add(-400 * 24 * time.Hour)
 	ents := make([]gcEnt, n)
@@ -401,7 +401,7 @@ func TestGCMaxSizeStepsOverPinned(t *testing.T) {
 // max-size as well: the shared image is counted once.
 func TestGCDedupAwareFreedBytes(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	img := filepath.Join(t.TempDir(), "bzImage")
 	if err := os.WriteFile(img, procContent("image", 1, 50_000, "shared"), 0o644); err != nil {
 		t.Fatal(err)
@@ -547,7 +547,7 @@ func gcStats(t *testing.T, root string) map[string]int64 {
 // gc on a cache that does not exist creates nothing.
 func TestGCMissingCacheCreatesNothing(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	if _, err := c.GC(kcache.GCOptions{Keep: gcPtr(1)}); err != nil {
 		t.Fatal(err)
 	}

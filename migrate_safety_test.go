@@ -144,7 +144,7 @@ func TestSafetyMigrateRemoveSourceOnlyImportedFiles(t *testing.T) {
 	}
 	movedBefore := snapshotTree(t, moved)
 
-	c := kcache.Open(t.TempDir(), &kcache.Options{Warn: io.Discard})
+	c := mustOpen(t.TempDir(), &kcache.Options{Warn: io.Discard})
 	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, RemoveSource: true, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +266,7 @@ func migTmpfsSource(t *testing.T, n int) (root string, keys []string, images map
 func TestSafetyMigrateFailureKeepsReport(t *testing.T) {
 	mnt := tmpfstest.Mount(t, "4m")
 	from, keys, images := migTmpfsSource(t, 5)
-	c := kcache.Open(filepath.Join(mnt, "cache"), &kcache.Options{Warn: io.Discard})
+	c := mustOpen(filepath.Join(mnt, "cache"), &kcache.Options{Warn: io.Discard})
 	r, err := c.Migrate(kcache.MigrateOptions{From: from, RemoveSource: true, LockTimeout: time.Second})
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("migrate onto a 4 MiB filesystem: %v; want ENOSPC", err)

@@ -94,7 +94,7 @@ func procRunRole(role string, args []string) error {
 // procHelperCache opens the cache quietly (the test vmlinux is not an ELF, so
 // every store and lookup would warn that it is unstripped).
 func procHelperCache(root string) *kcache.Cache {
-	return kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	return mustOpen(root, &kcache.Options{Warn: io.Discard})
 }
 
 // procRoleReader looks key up and reads both blobs in a loop, checking every
@@ -886,7 +886,7 @@ func procSortByStoredAt(t *testing.T, rs []procStorerReport) []procStorerReport 
 func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 	const key = "held-shared"
 	root, work := t.TempDir(), t.TempDir()
-	c := kcache.Open(root, &kcache.Options{StoreLockTimeout: time.Second, Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{StoreLockTimeout: time.Second, Warn: io.Discard})
 	old, err := procStoreGen(c, key, work, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -939,7 +939,7 @@ func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 func TestProcessIndexHolderMakesOperationsFailNotHang(t *testing.T) {
 	const key = "index-held"
 	root, work := t.TempDir(), t.TempDir()
-	c := kcache.Open(root, &kcache.Options{IndexTimeout: 500 * time.Millisecond, Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{IndexTimeout: 500 * time.Millisecond, Warn: io.Discard})
 	old, err := procStoreGen(c, key, work, 0)
 	if err != nil {
 		t.Fatal(err)

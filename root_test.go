@@ -81,7 +81,7 @@ func TestResolveRoot(t *testing.T) {
 // removing, pinning or unpinning a key it does not have create nothing.
 func TestOpenCreatesNothing(t *testing.T) {
 	root := t.TempDir() + "/missing/cache"
-	c := kcache.Open(root, nil)
+	c := mustOpen(root, nil)
 	l, err := c.List(kcache.ListOptions{})
 	if err != nil || len(l.Entries) != 0 {
 		t.Fatalf("List on a missing root = %+v, %v; want empty", l, err)

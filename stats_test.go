@@ -223,7 +223,7 @@ func lastUsedOf(t *testing.T, c *kcache.Cache, key string) time.Time {
 func TestReadOnlyWritesNothing(t *testing.T) {
 	c, root := newCache(t)
 	storeImage(t, c, "k", []byte("image"), nil)
-	ro := kcache.Open(root, &kcache.Options{ReadOnly: true, Warn: io.Discard})
+	ro := mustOpen(root, &kcache.Options{ReadOnly: true, Warn: io.Discard})
 	before := snapshotTree(t, root)
 
 	if _, err := ro.Lookup("k"); err != nil {
@@ -337,7 +337,7 @@ func TestStatsBytesAndDedup(t *testing.T) {
 // root reports an empty cache and creates nothing.
 func TestStatsUsageAndTimes(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing")
-	r, err := kcache.Open(missing, nil).Stats()
+	r, err := mustOpen(missing, nil).Stats()
 	if err != nil || r.Entries.Total != 0 || r.LastSweep != nil || r.LastGC != nil || r.LastGCFreedBytes != nil {
 		t.Fatalf("Stats of a missing root = %+v, %v", r, err)
 	}
@@ -424,7 +424,7 @@ func TestStatsCounters(t *testing.T) {
 	_, _ = c.Lookup("in/valid")
 	want(2, 3, 0)
 
-	ro := kcache.Open(root, &kcache.Options{ReadOnly: true, Warn: io.Discard})
+	ro := mustOpen(root, &kcache.Options{ReadOnly: true, Warn: io.Discard})
 	_, _ = ro.Lookup("k")
 	_, _ = ro.Lookup("nope")
 	want(2, 3, 0)

@@ -109,7 +109,7 @@ func TestValidateImageName(t *testing.T) {
 func TestHostileInputLeavesRootUntouched(t *testing.T) {
 	parent := t.TempDir()
 	root := filepath.Join(parent, "cache")
-	c := kcache.Open(root, nil)
+	c := mustOpen(root, nil)
 	img := writeFile(t, parent, "bzImage", []byte("image"))
 	meta := kcache.Metadata{Source: kcache.Source{Type: "tarball"}, Arch: "x86_64", ImageName: "bzImage"}
 	for _, tc := range hostileKeys {

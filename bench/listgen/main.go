@@ -51,7 +51,10 @@ func run(args []string) error {
 	if direct {
 		return runDirect(n, ktstr, kroot)
 	}
-	c := kcache.Open(kroot, &kcache.Options{Warn: io.Discard})
+	c, err := kcache.Open(kroot, &kcache.Options{Warn: io.Discard})
+	if err != nil {
+		return err
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := make([]byte, 4096+16384)
 	for i := range base {

@@ -56,7 +56,10 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		c := kcache.Open(args[1], &kcache.Options{Warn: io.Discard})
+		c, err := kcache.Open(args[1], &kcache.Options{Warn: io.Discard})
+		if err != nil {
+			return err
+		}
 		start := time.Now()
 		for i := range n {
 			s := strconv.Itoa(i)

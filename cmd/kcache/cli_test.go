@@ -27,7 +27,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kcache/kcache"
 	"github.com/kcache/kcache/index"
 	"github.com/vmihailenco/msgpack/v5"
 	bolt "go.etcd.io/bbolt"
@@ -801,7 +800,7 @@ func TestCLIRmInUse(t *testing.T) {
 	root := cliNewRoot(t)
 	cliStore(t, root, "held")
 	cliStore(t, root, "free")
-	l, err := kcache.Open(root, nil).AcquireShared("held", 0)
+	l, err := mustOpen(root, nil).AcquireShared("held", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1362,4 +1361,22 @@ func TestCLILocksIdle(t *testing.T) {
 	cliStore(t, root, "k")
 	cliOK(t, root, "lookup", "k")
 	check(t, root)
+}
+
+// TestCLIRelativeRootPrintsAbsolutePaths: `kcache --root rr lookup k` prints
+// absolute paths, which stay valid for a caller in another directory.
+func TestCLIRelativeRootPrintsAbsolutePaths(t *testing.T) {
+	dir := t.TempDir()
+	img := cliWrite(t, t.TempDir(), "bzImage", "image of k")
+	t.Chdir(dir)
+	cliOK(t, "rr", "store", "k", "--image", img, "--arch", "x86_64")
+	stdout, _ := cliOK(t, "rr", "lookup", "k")
+	lines := cliLines(stdout)
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], filepath.Join(dir, "rr")+"/") {
+		t.Fatalf("lookup printed %q, want one absolute path under %s", stdout, filepath.Join(dir, "rr"))
+	}
+	t.Chdir(t.TempDir())
+	if b, err := os.ReadFile(lines[0]); err != nil || string(b) != "image of k" {
+		t.Errorf("after chdir, %s: %q, %v", lines[0], b, err)
+	}
 }

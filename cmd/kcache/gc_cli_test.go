@@ -108,7 +108,7 @@ func TestCLIGCDryRunThenRealRunWithEntryInUse(t *testing.T) {
 	root := cliNewRoot(t)
 	gcCLIStoreN(t, root, 8)
 	cliOK(t, root, "pin", "e0")
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	run := rpStart(t, root, "run", "e1", "--", "sleep", "30")
 	rpEventually(t, "kcache run holds e1", func() bool {
 		if run.exited() {
@@ -321,7 +321,7 @@ func TestCLICleanDryRunAndInUse(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "would remove 3 entries") {
 		t.Fatalf("clean --dry-run: exit %d\n%s", code, stdout)
 	}
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	run := rpStart(t, root, "run", "e1", "--", "sleep", "30")
 	rpEventually(t, "kcache run holds e1", func() bool {
 		if run.exited() {

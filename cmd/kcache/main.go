@@ -61,7 +61,7 @@ type app struct {
 func (a *app) cache() (*kcache.Cache, error) {
 	opt := &kcache.Options{Warn: a.stderr, IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout, ReadOnly: a.readOnly}
 	if a.root != "" {
-		return kcache.Open(a.root, opt), nil
+		return kcache.Open(a.root, opt)
 	}
 	return kcache.OpenDefault(opt)
 }

@@ -42,7 +42,7 @@ func rpStore(t *testing.T, root, key, image string) *kcache.Entry {
 	if _, stderr, code := runIn(t, root, "store", key, "--image", image, "--vmlinux", rpSample.vmlinux); code != 0 {
 		t.Fatalf("store %s: exit %d\n%s", key, code, stderr)
 	}
-	e, err := kcache.Open(root, &kcache.Options{Warn: io.Discard}).Lookup(key)
+	e, err := mustOpen(root, &kcache.Options{Warn: io.Discard}).Lookup(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestRunProcessEnvAndExitStatus(t *testing.T) {
 func TestRunProcessHoldsEntryAgainstRmAndStore(t *testing.T) {
 	const key = "run-held"
 	root := t.TempDir()
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	old := rpStore(t, root, key, rpSample.image)
 	newImage := rpOtherImage(t)
 
@@ -325,7 +325,7 @@ func TestRunProcessHoldsEntryAgainstRmAndStore(t *testing.T) {
 func TestRunProcessForwardsSIGTERM(t *testing.T) {
 	const key = "run-term"
 	root := t.TempDir()
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	rpStore(t, root, key, rpSample.image)
 
 	run := rpStart(t, root, "run", key, "--", "sleep", "30")

@@ -26,7 +26,7 @@ import (
 func TestSafetyRunKilledKeepsLock(t *testing.T) {
 	const key = "run-killed"
 	root := t.TempDir()
-	c := kcache.Open(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
 	rpStore(t, root, key, rpSample.image)
 
 	run := rpStart(t, root, "run", key, "--", "sh", "-c", `echo "fd=$KCACHE_LOCK_FD"; exec sleep 60`)
@@ -122,7 +122,7 @@ func TestSafetyReadOnlyOtherUsersCache(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	lockFile := kcache.Open(root, nil).LockPath(key)
+	lockFile := mustOpen(root, nil).LockPath(key)
 	if fi, err := os.Stat(lockFile); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Fatalf("lock file %s after store: %v %v; want it present, mode 0644", lockFile, fi, err)
 	}
