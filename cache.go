@@ -248,13 +248,13 @@ func (e *IndexBusyError) Error() string {
 func (e *IndexBusyError) Is(target error) bool { return target == index.ErrBusy }
 
 // openIndex opens the index for one operation and explains failures.
-func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
+func (c *Cache) openIndex(ctx context.Context, readOnly bool) (*index.DB, error) {
 	if !readOnly {
 		if err := os.MkdirAll(c.root, 0o755); err != nil {
 			return nil, fmt.Errorf("create cache root %s: %w", c.root, err)
 		}
 	}
-	db, err := c.openIndexWith(index.Open, index.Options{ReadOnly: readOnly})
+	db, err := c.openIndexWith(ctx, index.Open, index.Options{ReadOnly: readOnly})
 	if err == nil && !readOnly {
 		c.ensureMarker()
 	}
@@ -267,32 +267,60 @@ func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
 // whatever the operation; a read-only cache (Options.ReadOnly) never
 // writes, so it reads the old file as it is when the index package still
 // can (index.MinReadSchema) and otherwise says how to upgrade.
-func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error), opt index.Options) (*index.DB, error) {
-	opt.Timeout = c.opt.IndexTimeout
+func (c *Cache) openIndexWith(ctx context.Context, open func(string, index.Options) (*index.DB, error), opt index.Options) (*index.DB, error) {
 	if err := c.checkIndexPath(); err != nil {
 		return nil, err
 	}
-	db, err := open(c.IndexPath(), opt)
+	db, err := c.openPolled(ctx, open, c.IndexPath(), opt)
 	if errors.Is(err, index.ErrSchemaOld) {
 		if c.opt.ReadOnly {
 			if opt.ReadOnly {
 				opt.ReadOld = true
-				db, err = open(c.IndexPath(), opt)
+				db, err = c.openPolled(ctx, open, c.IndexPath(), opt)
 			}
 			if errors.Is(err, index.ErrSchemaOld) {
 				return nil, fmt.Errorf("%w; the cache is opened read-only (--read-only), so it cannot be upgraded: run any kcache command that writes (or `kcache doctor`) without --read-only once", err)
 			}
 		} else {
-			if uerr := c.upgradeIndex(false); uerr != nil {
+			if uerr := c.upgradeIndex(ctx, false); uerr != nil {
 				return nil, uerr
 			}
-			db, err = open(c.IndexPath(), opt)
+			db, err = c.openPolled(ctx, open, c.IndexPath(), opt)
 		}
 	}
 	if err != nil {
 		return nil, c.explainIndexErr(err)
 	}
 	return db, nil
+}
+
+// indexPollSlice is how long one open waits for the index file's lock
+// before the caller's context is checked again: bbolt's wait cannot be
+// cancelled, so a long wait is a series of short ones.
+const indexPollSlice = 100 * time.Millisecond
+
+// openPolled calls open on path (the index or a file replacing it) until
+// the file's lock is had, Options.IndexTimeout has passed (index.ErrBusy) or
+// ctx is done (its error).
+func (c *Cache) openPolled(ctx context.Context, open func(string, index.Options) (*index.DB, error), path string, opt index.Options) (*index.DB, error) {
+	deadline := time.Now().Add(c.opt.IndexTimeout)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("wait for index %s: %w", path, err)
+		}
+		// index.Options.Timeout 0 would mean its default: never pass it.
+		opt.Timeout = max(min(indexPollSlice, time.Until(deadline)), time.Millisecond)
+		db, err := open(path, opt)
+		if !errors.Is(err, index.ErrBusy) {
+			return db, err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, fmt.Errorf("wait for index %s: %w", path, cerr)
+		}
+		if !time.Now().Before(deadline) {
+			return nil, err
+		}
+	}
 }
 
 // upgradeIndex upgrades an index written by an older kcache to this one's
@@ -302,9 +330,9 @@ func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error
 // that no file replacement races the upgrade; migrate re-reads the version
 // under bbolt's exclusive lock, so a second process that waited finds the
 // file current and does nothing.
-func (c *Cache) upgradeIndex(held bool) error {
+func (c *Cache) upgradeIndex(ctx context.Context, held bool) error {
 	if !held {
-		gl, err := lock.AcquireWith(bg, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
+		gl, err := lock.AcquireWith(ctx, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
 		if err != nil {
 			return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), err)
 		}
@@ -334,8 +362,8 @@ func (c *Cache) explainIndexErr(err error) error {
 
 // view runs fn in a read-only transaction. ok is false when there is no index
 // yet (an empty cache); fn is not called then.
-func (c *Cache) view(fn func(*index.Tx) error) (ok bool, err error) {
-	db, err := c.openIndex(true)
+func (c *Cache) view(ctx context.Context, fn func(*index.Tx) error) (ok bool, err error) {
+	db, err := c.openIndex(ctx, true)
 	if errors.Is(err, index.ErrNoIndex) {
 		return false, nil
 	}
@@ -352,19 +380,19 @@ func (c *Cache) view(fn func(*index.Tx) error) (ok bool, err error) {
 // update runs fn in a read-write transaction. Blobs that fn reports released
 // (their reference count reached zero) are unlinked after the commit, with
 // the index closed, and then forgotten (see release).
-func (c *Cache) update(fn func(*index.Tx) (released []string, err error)) error {
-	_, err := c.updateTimed(fn)
+func (c *Cache) update(ctx context.Context, fn func(*index.Tx) (released []string, err error)) error {
+	_, err := c.updateTimed(ctx, fn)
 	return err
 }
 
 // updateTimed is update that also reports how long the index file was held
 // open for writing (open, transaction, commit, close; not the unlinks).
-func (c *Cache) updateTimed(fn func(*index.Tx) (released []string, err error)) (time.Duration, error) {
+func (c *Cache) updateTimed(ctx context.Context, fn func(*index.Tx) (released []string, err error)) (time.Duration, error) {
 	if c.opt.ReadOnly {
 		return 0, ErrReadOnly
 	}
 	start := time.Now()
-	db, err := c.openIndex(false)
+	db, err := c.openIndex(ctx, false)
 	if err != nil {
 		return 0, err
 	}
@@ -381,7 +409,7 @@ func (c *Cache) updateTimed(fn func(*index.Tx) (released []string, err error)) (
 	if err != nil {
 		return held, c.explainIndexErr(err)
 	}
-	c.release(released)
+	c.release(ctx, released)
 	return held, nil
 }
 
@@ -390,7 +418,7 @@ func (c *Cache) updateTimed(fn func(*index.Tx) (released []string, err error)) (
 // a removal of thousands of entries blocks other processes only for its
 // bookkeeping; writers meanwhile refuse the dying blobs (index.ErrBlobDying).
 // Failures are warnings: the sweep finishes what is left.
-func (c *Cache) release(released []string) {
+func (c *Cache) release(ctx context.Context, released []string) {
 	if len(released) == 0 {
 		return
 	}
@@ -404,7 +432,9 @@ func (c *Cache) release(released []string) {
 		failpoint.Hit(failpoint.ReleaseAfterFirstUnlink)
 		gone = append(gone, d)
 	}
-	db, err := c.openIndex(false)
+	// The removal committed: finish its bookkeeping even if the caller's
+	// context ends now, rather than leave work for the sweep.
+	db, err := c.openIndex(context.WithoutCancel(ctx), false)
 	if err != nil {
 		c.warnf("forget released blobs: %v (the sweep will retry)", err)
 		return
@@ -438,23 +468,23 @@ func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout
 // AcquireShared takes key's lock shared, waiting up to timeout (0 means
 // DefaultSharedTimeout). Hold it while a VM boots the entry: Store, Remove
 // and GC wait for or skip entries held this way.
-func (c *Cache) AcquireShared(key string, timeout time.Duration) (*lock.Lock, error) {
+func (c *Cache) AcquireShared(ctx context.Context, key string, timeout time.Duration) (*lock.Lock, error) {
 	if timeout <= 0 {
 		timeout = DefaultSharedTimeout
 	}
-	return c.acquire(context.Background(), key, lock.Shared, timeout)
+	return c.acquire(ctx, key, lock.Shared, timeout)
 }
 
 // AcquireExclusive takes key's lock exclusively, waiting up to timeout (0
 // means DefaultExclusiveTimeout).
-func (c *Cache) AcquireExclusive(key string, timeout time.Duration) (*lock.Lock, error) {
+func (c *Cache) AcquireExclusive(ctx context.Context, key string, timeout time.Duration) (*lock.Lock, error) {
 	if timeout <= 0 {
 		timeout = DefaultExclusiveTimeout
 	}
-	return c.acquire(context.Background(), key, lock.Exclusive, timeout)
+	return c.acquire(ctx, key, lock.Exclusive, timeout)
 }
 
 // TryAcquireExclusive makes one attempt at key's exclusive lock.
-func (c *Cache) TryAcquireExclusive(key string) (*lock.Lock, error) {
-	return c.acquire(context.Background(), key, lock.Exclusive, 0)
+func (c *Cache) TryAcquireExclusive(ctx context.Context, key string) (*lock.Lock, error) {
+	return c.acquire(ctx, key, lock.Exclusive, 0)
 }

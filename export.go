@@ -2,6 +2,7 @@ package kcache
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -71,7 +72,7 @@ type ExportFailure struct {
 //
 // The error is for failures that stop the whole export (dir cannot be
 // created, the index cannot be read); per-key failures are in the report.
-func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, error) {
+func (c *Cache) Export(ctx context.Context, keys []string, all bool, dir string) (*ExportReport, error) {
 	rep := &ExportReport{Dir: dir, Exported: []ExportedEntry{}, Failed: []ExportFailure{}}
 	if all == (len(keys) > 0) {
 		return nil, invalidf("export: give either keys or all, not both or neither")
@@ -80,7 +81,7 @@ func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, erro
 		return nil, invalidf("export: no destination directory given")
 	}
 	if all {
-		l, err := c.List(ListOptions{})
+		l, err := c.List(ctx, ListOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("export: %w", err)
 		}
@@ -105,7 +106,7 @@ func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, erro
 		return nil, err
 	}
 	for _, key := range keys {
-		ex, err := c.exportOne(key, dir)
+		ex, err := c.exportOne(ctx, key, dir)
 		if err != nil {
 			rep.Failed = append(rep.Failed, ExportFailure{Key: key, Error: err.Error(), Err: err})
 			continue
@@ -120,21 +121,21 @@ func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, erro
 	return rep, nil
 }
 
-func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
+func (c *Cache) exportOne(ctx context.Context, key, dir string) (*ExportedEntry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	// Check first without locking, so that exporting a key that was never
 	// stored creates no lock file.
-	if _, err := c.Describe(key); err != nil {
+	if _, err := c.Describe(ctx, key); err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
-	l, err := c.AcquireShared(key, 0)
+	l, err := c.AcquireShared(ctx, key, 0)
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
 	defer l.Release()
-	e, err := c.Describe(key) // again under the lock: the entry a store may have replaced
+	e, err := c.Describe(ctx, key) // again under the lock: the entry a store may have replaced
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
@@ -183,7 +184,7 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 	}
 
 	final := filepath.Join(dir, key)
-	swapped, err := installExported(staging, final, dir, key, c.opt.StoreLockTimeout)
+	swapped, err := installExported(ctx, staging, final, dir, key, c.opt.StoreLockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
@@ -207,12 +208,12 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 // is a ktstr entry (the old entry then lies in staging for the caller to
 // check and remove; swapped says so). Anything else at final is refused. In
 // a ktstr cache it holds ktstr's exclusive entry lock while doing so.
-func installExported(staging, final, dir, key string, timeout time.Duration) (swapped bool, err error) {
+func installExported(ctx context.Context, staging, final, dir, key string, timeout time.Duration) (swapped bool, err error) {
 	if fi, err := os.Stat(filepath.Join(dir, ".locks")); err == nil && fi.IsDir() {
 		// ktstr creates lock files lazily and never removes them; creating
 		// one here closes the window where a reader creates it after a
 		// mere existence check.
-		l, err := lock.Acquire(bg, migrate.LockPath(dir, key), lock.Exclusive, timeout,
+		l, err := lock.Acquire(ctx, migrate.LockPath(dir, key), lock.Exclusive, timeout,
 			fmt.Sprintf("ktstr cache entry %q in %s", key, dir))
 		if err != nil {
 			return false, err

@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -17,30 +18,30 @@ import (
 // A Lookup counts as a hit when it returns an entry and as a miss when the
 // key has no entry or a corrupt one (see countLookup); Describe counts
 // nothing.
-func (c *Cache) Lookup(key string) (*Entry, error) {
-	e, err := c.lookup(key)
+func (c *Cache) Lookup(ctx context.Context, key string) (*Entry, error) {
+	e, err := c.lookup(ctx, key)
 	c.countLookup(err)
 	return e, err
 }
 
 // lookup is Lookup without counting a hit or a miss.
-func (c *Cache) lookup(key string) (*Entry, error) {
-	e, err := c.Describe(key)
+func (c *Cache) lookup(ctx context.Context, key string) (*Entry, error) {
+	e, err := c.Describe(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	if e.HasVmlinux && !e.VmlinuxStripped {
 		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes) because stripping it failed when it was stored; rebuild the kernel and store it again", key, e.Vmlinux.Size)
 	}
-	c.touch(e)
+	c.touch(ctx, e)
 	return e, nil
 }
 
 // Describe returns the entry stored under key without counting it as used.
 // A missing entry is a *NotFoundError (ErrNotFound), an unusable one a
 // *CorruptError.
-func (c *Cache) Describe(key string) (*Entry, error) {
-	return c.describe(key, nil)
+func (c *Cache) Describe(ctx context.Context, key string) (*Entry, error) {
+	return c.describe(ctx, key, nil)
 }
 
 // describe is Describe; inView, when not nil, runs on the usable entry while
@@ -51,14 +52,14 @@ func (c *Cache) Describe(key string) (*Entry, error) {
 // which cannot happen while this read holds the index, so blobs cannot
 // vanish between reading the record and checking them (which once made a
 // concurrent replacement look like a corrupt entry).
-func (c *Cache) describe(key string, inView func(*Entry) error) (*Entry, error) {
+func (c *Cache) describe(ctx context.Context, key string, inView func(*Entry) error) (*Entry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	var e *Entry
 	var entryErr error
 	var fresh map[string]int64
-	ok, err := c.view(func(tx *index.Tx) error {
+	ok, err := c.view(ctx, func(tx *index.Tx) error {
 		rec, err := tx.Get(key)
 		if err != nil {
 			return err
@@ -84,7 +85,7 @@ func (c *Cache) describe(key string, inView func(*Entry) error) (*Entry, error) 
 	if entryErr != nil {
 		return nil, entryErr
 	}
-	c.recordFresh(fresh)
+	c.recordFresh(ctx, fresh)
 	return e, nil
 }
 
@@ -132,7 +133,7 @@ func (c *Cache) checkChanged(tx *index.Tx, rec *index.Record) (map[string]int64,
 
 // recordFresh records the ctimes of blobs that checkChanged hashed right,
 // so that the next lookup does not hash them again. Best effort, like touch.
-func (c *Cache) recordFresh(fresh map[string]int64) {
+func (c *Cache) recordFresh(ctx context.Context, fresh map[string]int64) {
 	if len(fresh) == 0 || c.opt.ReadOnly {
 		return
 	}
@@ -153,7 +154,7 @@ func (c *Cache) recordFresh(fresh map[string]int64) {
 
 // touch records last_used when it is older than lastUsedInterval. It is best
 // effort: a busy index or a read-only cache must not fail a lookup.
-func (c *Cache) touch(e *Entry) {
+func (c *Cache) touch(ctx context.Context, e *Entry) {
 	if c.opt.ReadOnly {
 		return
 	}
@@ -197,16 +198,16 @@ func (o *OpenedEntry) Close() error {
 // the entry and removed a blob between the lookup and the open, it looks up
 // again, so the files it returns always belong to one complete entry. It
 // counts one hit or miss, however many times it looks up.
-func (c *Cache) OpenEntry(key string) (*OpenedEntry, error) {
-	o, err := c.openEntry(key)
+func (c *Cache) OpenEntry(ctx context.Context, key string) (*OpenedEntry, error) {
+	o, err := c.openEntry(ctx, key)
 	c.countLookup(err)
 	return o, err
 }
 
-func (c *Cache) openEntry(key string) (*OpenedEntry, error) {
+func (c *Cache) openEntry(ctx context.Context, key string) (*OpenedEntry, error) {
 	var lastErr error
 	for range 5 {
-		e, err := c.lookup(key)
+		e, err := c.lookup(ctx, key)
 		if err != nil {
 			return nil, err
 		}

@@ -71,7 +71,7 @@ func TestRelativeRootGivesAbsolutePaths(t *testing.T) {
 	if _, err := c.Store(context.Background(), "k", kcache.Artifacts{Image: img, Vmlinux: vml}, tarball); err != nil {
 		t.Fatal(err)
 	}
-	e, err := c.Lookup("k")
+	e, err := c.Lookup(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}

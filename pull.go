@@ -40,11 +40,11 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 		return nil, fmt.Errorf("pull %q: %w", key, err)
 	}
 	rep := &TransferReport{Key: key, Remote: r.String(), Blobs: entryBlobs(rec)}
-	if c.matchesLocal(rec) {
+	if c.matchesLocal(ctx, rec) {
 		rep.UpToDate = true
 		return rep, nil
 	}
-	st, err := c.newStaging()
+	st, err := c.newStaging(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("pull %q: %w", key, err)
 	}
@@ -63,7 +63,7 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 		digests[i] = b.Digest
 	}
 	for retry := newDyingRetry(); ; {
-		trust := c.blobTrust(digests)
+		trust := c.blobTrust(ctx, digests)
 		var bs []blobstore.Blob // with the ctimes to record
 		for i := range rep.Blobs {
 			n, err := c.fetchBlob(ctx, r, st, key, &rep.Blobs[i], opt, trust, &bs)
@@ -73,8 +73,8 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 			rep.Bytes += n
 		}
 		failpoint.Hit(failpoint.PullAfterBlobs)
-		err := c.install(ctx, st, rec, bs)
-		if retry.again(err) {
+		again, err := retry.again(ctx, c.install(ctx, st, rec, bs))
+		if again {
 			continue
 		}
 		if err != nil {
@@ -123,8 +123,8 @@ func fetchManifest(ctx context.Context, r remote.Remote, key string) (*index.Rec
 // matchesLocal reports whether the usable local entry under want's key has
 // the same blobs and metadata as want. stored_at differs by design (each
 // cache records when the entry reached it) and is not compared.
-func (c *Cache) matchesLocal(want *index.Record) bool {
-	e, err := c.Describe(want.Key)
+func (c *Cache) matchesLocal(ctx context.Context, want *index.Record) bool {
+	e, err := c.Describe(ctx, want.Key)
 	if err != nil {
 		return false
 	}
@@ -213,7 +213,7 @@ func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record, bs 
 		return err
 	}
 	bs = append(bs, mb)
-	return c.update(func(tx *index.Tx) ([]string, error) {
+	return c.update(ctx, func(tx *index.Tx) ([]string, error) {
 		released, err := tx.Put(rec, c.hasBlob)
 		if err == nil {
 			err = recordCtimes(tx, bs)
@@ -228,13 +228,13 @@ func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record, bs 
 // Options.Warn) and leave the miss; a key the remote lacks is a quiet miss.
 // A corrupt local entry is reported as such, not replaced. r may be nil.
 func (c *Cache) LookupRemote(ctx context.Context, r remote.Remote, key string) (*Entry, error) {
-	e, err := c.lookup(key)
+	e, err := c.lookup(ctx, key)
 	var nf *NotFoundError
 	if r != nil && errors.As(err, &nf) {
 		_, perr := c.Pull(ctx, r, key, TransferOptions{})
 		switch {
 		case perr == nil:
-			e, err = c.lookup(key)
+			e, err = c.lookup(ctx, key)
 		case !errors.Is(perr, remote.ErrNotFound):
 			c.warnf("%v (answering from the local cache)", perr)
 		}

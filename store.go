@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strconv"
 	"time"
@@ -16,8 +15,6 @@ import (
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/strip"
 )
-
-var bg = context.Background()
 
 // Artifacts are the files Store copies into the cache. They are read, never
 // moved or modified.
@@ -52,7 +49,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	// The same transaction reads when the last sweep ran (sweepForStore), so a
 	// store opens the index once before its commit, not twice.
 	var lastSweep int64
-	_, err = c.view(func(tx *index.Tx) error {
+	_, err = c.view(ctx, func(tx *index.Tx) error {
 		lastSweep = tx.Stats()[index.StatLastSweep]
 		return nil
 	})
@@ -78,8 +75,8 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
 	defer l.Release()
-	c.sweepForStore(indexOK, lastSweep)
-	st, err := c.newStaging()
+	c.sweepForStore(ctx, indexOK, lastSweep)
+	st, err := c.newStaging(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
@@ -97,12 +94,12 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	// complete entry to doctor).
 	storedAt := time.Now().UTC().Format(time.RFC3339Nano)
 	for retry := newDyingRetry(); ; {
-		rec, bs, err := c.ingest(st, key, meta, image, vmlinux, mig, storedAt)
+		rec, bs, err := c.ingest(ctx, st, key, meta, image, vmlinux, mig, storedAt)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
 		var pin *index.Pin // a pin outlives replacements of its entry
-		err = c.update(func(tx *index.Tx) ([]string, error) {
+		err = c.update(ctx, func(tx *index.Tx) ([]string, error) {
 			pin = tx.PinOf(key)
 			released, err := tx.Put(rec, c.hasBlob)
 			if err == nil {
@@ -111,7 +108,8 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 			failpoint.Hit(failpoint.StoreBeforeCommit)
 			return released, err
 		})
-		if retry.again(err) {
+		again, err := retry.again(ctx, err)
+		if again {
 			continue
 		}
 		if err != nil {
@@ -124,10 +122,11 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 // dyingRetry paces the retries of a write whose blobs vanished under it. A
 // blob the write found present (deduplicated, or already local) can be
 // removed by a concurrent rm or gc before the write's transaction references
-// it: either already gone (fs.ErrNotExist) or released and about to be
-// unlinked (index.ErrBlobDying). Both resolve by waiting briefly and writing
-// the blobs again, until a remover that died with the blob marked dying has
-// been given up on.
+// it: either already gone (index.ErrBlobVanished) or released and about to
+// be unlinked (index.ErrBlobDying). Both resolve by waiting briefly and
+// writing the blobs again, until a remover that died with the blob marked
+// dying has been given up on. Nothing else is retried: any other missing
+// file is a real error, and retrying it would only delay it.
 type dyingRetry struct {
 	deadline time.Time
 	n        int
@@ -138,14 +137,21 @@ func newDyingRetry() *dyingRetry {
 }
 
 // again reports whether err is such a vanished blob and there is time left,
-// and then waits before the next attempt.
-func (r *dyingRetry) again(err error) bool {
-	if !(errors.Is(err, fs.ErrNotExist) || errors.Is(err, index.ErrBlobDying)) || !time.Now().Before(r.deadline) {
-		return false
+// and then waits before the next attempt. When it does not retry it returns
+// the error to report: err, or ctx's error if ctx ended the wait.
+func (r *dyingRetry) again(ctx context.Context, err error) (bool, error) {
+	if !(errors.Is(err, index.ErrBlobVanished) || errors.Is(err, index.ErrBlobDying)) || !time.Now().Before(r.deadline) {
+		return false, err
 	}
 	r.n++
-	time.Sleep(min(time.Duration(r.n)*20*time.Millisecond, 500*time.Millisecond))
-	return true
+	t := time.NewTimer(min(time.Duration(r.n)*20*time.Millisecond, 500*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, fmt.Errorf("%w (while waiting to retry after: %v)", ctx.Err(), err)
+	case <-t.C:
+		return true, nil
+	}
 }
 
 // hasBlob reports whether blob d's file is present; index.Tx.Put asks it
@@ -182,7 +188,7 @@ func openInput(role, path string) (*os.File, error) {
 // file already present is reused only when its recorded ctime vouches for
 // it or its bytes hash right (blobTrust); else it is replaced. storedAt is
 // the record's stored_at.
-func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated, storedAt string) (*index.Record, []blobstore.Blob, error) {
+func (c *Cache) ingest(ctx context.Context, st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated, storedAt string) (*index.Record, []blobstore.Blob, error) {
 	rec := &index.Record{
 		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
 		ImageName: meta.ImageName, ConfigHash: meta.ConfigHash, BuiltAt: meta.BuiltAt,
@@ -196,7 +202,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 			w.Abort() // a no-op once committed
 		}
 	}()
-	iw, err := c.stageFile(st, image)
+	iw, err := c.stageFile(ctx, st, image)
 	if err != nil {
 		return nil, nil, fmt.Errorf("copy kernel image to cache: %w", err)
 	}
@@ -204,7 +210,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 	rec.Image = index.Blob{Digest: iw.Digest(), Size: iw.Size()}
 	points := []string{failpoint.StoreAfterImage}
 	if vmlinux != nil {
-		vw, err := c.stageVmlinux(st, vmlinux, rec)
+		vw, err := c.stageVmlinux(ctx, st, vmlinux, rec)
 		if vw != nil {
 			ws = append(ws, vw)
 		}
@@ -223,7 +229,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 	for i, w := range ws {
 		digests[i] = w.Digest()
 	}
-	bs, err := c.blobs.CommitAllTrust(ws, c.blobTrust(digests), func(i int) { failpoint.Hit(points[i]) })
+	bs, err := c.blobs.CommitAllTrust(ws, c.blobTrust(ctx, digests), func(i int) { failpoint.Hit(points[i]) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("install blobs: %w", err)
 	}
@@ -266,12 +272,12 @@ func (c *Cache) writeManifest(st *staging, rec *index.Record) (blobstore.Blob, e
 }
 
 // stageFile copies f from its start into a staged blob writer.
-func (c *Cache) stageFile(st *staging, f *os.File) (*blobstore.Writer, error) {
+func (c *Cache) stageFile(ctx context.Context, st *staging, f *os.File) (*blobstore.Writer, error) {
 	w, err := c.blobs.NewWriter(st.dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := copyFrom(w, f); err != nil {
+	if err := copyFrom(ctx, w, f); err != nil {
 		w.Abort()
 		return nil, err
 	}
@@ -279,11 +285,11 @@ func (c *Cache) stageFile(st *staging, f *os.File) (*blobstore.Writer, error) {
 }
 
 // copyFrom copies f from its start into w.
-func copyFrom(w *blobstore.Writer, f *os.File) error {
+func copyFrom(ctx context.Context, w *blobstore.Writer, f *os.File) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("rewind %s: %w", f.Name(), err)
 	}
-	if _, err := io.Copy(w, f); err != nil {
+	if _, err := io.Copy(w, ctxReader{ctx, f}); err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	return nil
@@ -296,7 +302,7 @@ func copyFrom(w *blobstore.Writer, f *os.File) error {
 // build ID and CONFIG_HZ when the kernel carries them. The record's Vmlinux
 // is the staged blob's digest and size; the caller commits the writer (and
 // aborts it, when not nil, on error).
-func (c *Cache) stageVmlinux(st *staging, f *os.File, rec *index.Record) (*blobstore.Writer, error) {
+func (c *Cache) stageVmlinux(ctx context.Context, st *staging, f *os.File, rec *index.Record) (*blobstore.Writer, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat vmlinux: %w", err)
@@ -308,20 +314,22 @@ func (c *Cache) stageVmlinux(st *staging, f *os.File, rec *index.Record) (*blobs
 	if err != nil {
 		return nil, err
 	}
-	res, stripErr := strip.Strip(f, size, w)
+	res, stripErr := strip.Strip(ctxReaderAt{ctx, f}, size, w)
 	if stripErr == nil {
 		rec.VmlinuxStripped = true
 		config = res.IKConfig
 		if res.BuildID != "" {
 			rec.BuildID = &res.BuildID
 		}
+	} else if err := ctx.Err(); err != nil {
+		return w, fmt.Errorf("strip vmlinux: %w", err) // cancelled, not unstrippable
 	} else {
 		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), which shows as vmlinux_stripped=false in `kcache list --json`",
 			rec.Key, f.Name(), stripErr, size)
 		if err := w.Reset(); err != nil {
 			return w, fmt.Errorf("copy vmlinux to cache: %w", err)
 		}
-		if err := copyFrom(w, f); err != nil {
+		if err := copyFrom(ctx, w, f); err != nil {
 			return w, fmt.Errorf("copy vmlinux to cache: %w", err)
 		}
 		rec.VmlinuxStripped = false

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 )
 
@@ -141,7 +140,7 @@ func (t *Tx) Put(rec *Record, exists func(digest string) bool) (released []strin
 			ok = false
 		}
 		if !ok && !exists(d) {
-			return nil, fmt.Errorf("put %q: blob %s: %w", rec.Key, d, os.ErrNotExist)
+			return nil, fmt.Errorf("put %q: blob %s: %w", rec.Key, d, ErrBlobVanished)
 		}
 	}
 	var old *Record

@@ -70,6 +70,12 @@ var (
 	// ErrBlobDying means a blob was released by a removal that has not
 	// unlinked its file yet; the caller waits and writes the blob again.
 	ErrBlobDying = errors.New("blob is being removed")
+	// ErrBlobVanished means Put found a blob the index does not reference
+	// missing from disk: a concurrent removal unlinked a blob the caller
+	// deduplicated against. Like ErrBlobDying, the caller writes it again.
+	// It is deliberately not an fs.ErrNotExist, so that a retry loop never
+	// mistakes any missing file (a missing root, say) for this race.
+	ErrBlobVanished = errors.New("blob vanished while being written")
 )
 
 // SchemaOldError is an index file with an older schema than SchemaVersion.

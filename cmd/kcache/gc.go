@@ -98,7 +98,7 @@ of 1000): 500M, 1.5GiB, 10G.`,
 			if err != nil {
 				return err
 			}
-			rep, err := c.GC(opt)
+			rep, err := c.GC(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}

@@ -46,10 +46,10 @@ which should not hold the entry closes that descriptor in them.`,
 			// a miss); a key that was never stored is reported before any
 			// lock file is created for it. Under the lock the entry is
 			// read again, uncounted, for the paths CMD gets.
-			if _, err := c.Lookup(key); err != nil {
+			if _, err := c.Lookup(cmd.Context(), key); err != nil {
 				return err
 			}
-			l, err := c.AcquireShared(key, timeout)
+			l, err := c.AcquireShared(cmd.Context(), key, timeout)
 			if err != nil {
 				return err
 			}
@@ -65,7 +65,7 @@ which should not hold the entry closes that descriptor in them.`,
 					_ = l.Release()
 				}
 			}()
-			e, err := c.Describe(key)
+			e, err := c.Describe(cmd.Context(), key)
 			if err != nil {
 				return err
 			}
