@@ -27,7 +27,7 @@ func (c *Cache) Pin(ctx context.Context, key, reason string) error {
 		if _, err := tx.Get(key); errors.Is(err, index.ErrNotFound) {
 			return nil, &NotFoundError{Key: key}
 		}
-		return nil, tx.Pin(key, index.Pin{PinnedAt: time.Now().UTC().Format(time.RFC3339), Reason: reason})
+		return nil, tx.Pin(key, index.Pin{PinnedAt: c.now().UTC().Format(time.RFC3339), Reason: reason})
 	})
 }
 

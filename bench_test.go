@@ -135,7 +135,7 @@ func benchImpls(dir string) []*benchImpl {
 				}
 				return len(l.Entries), nil
 			},
-			remove: func(key string) error { return c.Remove(context.Background(), key) },
+			remove: func(key string) error { return c.Remove(context.Background(), key, kcache.RemoveOptions{}) },
 			warm: func(keys []string) error {
 				for _, k := range keys {
 					if _, err := c.Lookup(context.Background(), k); err != nil {

@@ -115,6 +115,12 @@ type Options struct {
 	// ReadOnly makes the cache never write: lookups do not record
 	// last_used, and calls that must write fail with ErrReadOnly.
 	ReadOnly bool
+	// Now is the one clock of every time the cache records or compares:
+	// stored_at, last_used, pinned_at, built_at's default, corrupt marks,
+	// gc's age and recency policies and last-gc time, the sweep's grace
+	// period. Nil means time.Now. Waits and timeouts (lock and index
+	// waits, retries) always run on the real clock.
+	Now func() time.Time
 }
 
 // Cache is a cache root. Creating one touches nothing on disk.
@@ -191,6 +197,14 @@ func (c *Cache) LockPath(key string) string {
 
 // BlobPath returns where the blob with the given sha256 hex digest lives.
 func (c *Cache) BlobPath(digest string) string { return c.blobs.Path(digest) }
+
+// now reads Options.Now.
+func (c *Cache) now() time.Time {
+	if c.opt.Now != nil {
+		return c.opt.Now()
+	}
+	return time.Now()
+}
 
 func (c *Cache) warnf(format string, args ...any) {
 	fmt.Fprintf(c.opt.Warn, "kcache: warning: "+format+"\n", args...)
@@ -465,26 +479,36 @@ func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout
 	return l, err
 }
 
-// AcquireShared takes key's lock shared, waiting up to timeout (0 means
-// DefaultSharedTimeout). Hold it while a VM boots the entry: Store, Remove
-// and GC wait for or skip entries held this way.
-func (c *Cache) AcquireShared(ctx context.Context, key string, timeout time.Duration) (*lock.Lock, error) {
-	if timeout <= 0 {
-		timeout = DefaultSharedTimeout
-	}
-	return c.acquire(ctx, key, lock.Shared, timeout)
+// LockOptions bound the wait for an entry lock.
+type LockOptions struct {
+	// Timeout bounds the wait; 0 means DefaultSharedTimeout for a shared
+	// lock and DefaultExclusiveTimeout for an exclusive one.
+	Timeout time.Duration
+	// NoWait makes a single attempt, failing at once with ErrInUse when
+	// the lock is held (Timeout is ignored).
+	NoWait bool
 }
 
-// AcquireExclusive takes key's lock exclusively, waiting up to timeout (0
-// means DefaultExclusiveTimeout).
-func (c *Cache) AcquireExclusive(ctx context.Context, key string, timeout time.Duration) (*lock.Lock, error) {
-	if timeout <= 0 {
-		timeout = DefaultExclusiveTimeout
+// timeout is the wait opt asks for, def when it does not say.
+func (opt LockOptions) timeout(def time.Duration) time.Duration {
+	switch {
+	case opt.NoWait:
+		return 0
+	case opt.Timeout <= 0:
+		return def
 	}
-	return c.acquire(ctx, key, lock.Exclusive, timeout)
+	return opt.Timeout
 }
 
-// TryAcquireExclusive makes one attempt at key's exclusive lock.
-func (c *Cache) TryAcquireExclusive(ctx context.Context, key string) (*lock.Lock, error) {
-	return c.acquire(ctx, key, lock.Exclusive, 0)
+// AcquireShared takes key's lock shared, waiting as opt says and until ctx
+// is done. Most harnesses want Hold, which also looks the entry up first.
+// Store, Remove and GC wait for or skip entries held this way.
+func (c *Cache) AcquireShared(ctx context.Context, key string, opt LockOptions) (*lock.Lock, error) {
+	return c.acquire(ctx, key, lock.Shared, opt.timeout(DefaultSharedTimeout))
+}
+
+// AcquireExclusive takes key's lock exclusively, waiting as opt says and
+// until ctx is done.
+func (c *Cache) AcquireExclusive(ctx context.Context, key string, opt LockOptions) (*lock.Lock, error) {
+	return c.acquire(ctx, key, lock.Exclusive, opt.timeout(DefaultExclusiveTimeout))
 }

@@ -101,7 +101,7 @@ func TestLockWaitHonoursContext(t *testing.T) {
 	if _, err := c.Store(context.Background(), "k", kcache.Artifacts{Image: img}, tarball); err != nil {
 		t.Fatal(err)
 	}
-	l, err := c.AcquireShared(context.Background(), "k", 0)
+	l, err := c.AcquireShared(context.Background(), "k", kcache.LockOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

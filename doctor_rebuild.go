@@ -297,7 +297,7 @@ func (c *Cache) blobMark(ctx context.Context, rec *index.Record) *index.CorruptM
 			continue
 		}
 		return &index.CorruptMark{Kind: f.kind, Reason: fmt.Sprintf("%s blob: %s (found by doctor --rebuild-index)", u.role, f.detail),
-			At: time.Now().UTC().Format(time.RFC3339)}
+			At: c.now().UTC().Format(time.RFC3339)}
 	}
 	return nil
 }

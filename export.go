@@ -45,6 +45,20 @@ type ExportFailure struct {
 	Err   error  `json:"-"` // the error itself, for errors.Is
 }
 
+// ExportOptions say what Export copies where.
+type ExportOptions struct {
+	// Keys are the entries to export; exactly one of Keys and All is set.
+	Keys []string
+	// All exports every usable entry (corrupt ones are reported as failed).
+	All bool
+	// Dir is the destination directory, created if missing; required. A
+	// relative Dir is made absolute against the current directory.
+	Dir string
+	// LockTimeout bounds the wait for ktstr's exclusive lock on an entry
+	// in Dir when Dir is a ktstr cache; 0 means Options.StoreLockTimeout.
+	LockTimeout time.Duration
+}
+
 // Export writes entries in ktstr's per-directory layout under dir, so that
 // ktstr (or anything reading its cache) can use them:
 //
@@ -72,14 +86,23 @@ type ExportFailure struct {
 //
 // The error is for failures that stop the whole export (dir cannot be
 // created, the index cannot be read); per-key failures are in the report.
-func (c *Cache) Export(ctx context.Context, keys []string, all bool, dir string) (*ExportReport, error) {
-	rep := &ExportReport{Dir: dir, Exported: []ExportedEntry{}, Failed: []ExportFailure{}}
+func (c *Cache) Export(ctx context.Context, opt ExportOptions) (*ExportReport, error) {
+	keys, all := opt.Keys, opt.All
 	if all == (len(keys) > 0) {
 		return nil, invalidf("export: give either keys or all, not both or neither")
 	}
-	if dir == "" {
+	if opt.Dir == "" {
 		return nil, invalidf("export: no destination directory given")
 	}
+	dir, err := filepath.Abs(opt.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	timeout := opt.LockTimeout
+	if timeout <= 0 {
+		timeout = c.opt.StoreLockTimeout
+	}
+	rep := &ExportReport{Dir: dir, Exported: []ExportedEntry{}, Failed: []ExportFailure{}}
 	if all {
 		l, err := c.List(ctx, ListOptions{})
 		if err != nil {
@@ -106,7 +129,7 @@ func (c *Cache) Export(ctx context.Context, keys []string, all bool, dir string)
 		return nil, err
 	}
 	for _, key := range keys {
-		ex, err := c.exportOne(ctx, key, dir)
+		ex, err := c.exportOne(ctx, key, dir, timeout)
 		if err != nil {
 			rep.Failed = append(rep.Failed, ExportFailure{Key: key, Error: err.Error(), Err: err})
 			continue
@@ -121,7 +144,7 @@ func (c *Cache) Export(ctx context.Context, keys []string, all bool, dir string)
 	return rep, nil
 }
 
-func (c *Cache) exportOne(ctx context.Context, key, dir string) (*ExportedEntry, error) {
+func (c *Cache) exportOne(ctx context.Context, key, dir string, timeout time.Duration) (*ExportedEntry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
@@ -130,7 +153,7 @@ func (c *Cache) exportOne(ctx context.Context, key, dir string) (*ExportedEntry,
 	if _, err := c.Describe(ctx, key); err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
-	l, err := c.AcquireShared(ctx, key, 0)
+	l, err := c.AcquireShared(ctx, key, LockOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
@@ -184,7 +207,7 @@ func (c *Cache) exportOne(ctx context.Context, key, dir string) (*ExportedEntry,
 	}
 
 	final := filepath.Join(dir, key)
-	swapped, err := installExported(ctx, staging, final, dir, key, c.opt.StoreLockTimeout)
+	swapped, err := installExported(ctx, staging, final, dir, key, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}

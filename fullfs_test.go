@@ -158,7 +158,7 @@ func TestFullDisk(t *testing.T) {
 	// gc runs on the filesystem the failed store left full and frees
 	// space; then a store succeeds again.
 	keep := 2
-	rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond})
+	rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, NoGrace: true})
 	gcOK := err == nil
 	if err != nil {
 		t.Fatalf("gc on a full disk: %v", err)
@@ -220,7 +220,7 @@ func TestFullDisk(t *testing.T) {
 	// On a disk with no free byte at all, gc must fail cleanly or work:
 	// its first step is an index transaction, and bbolt may need new pages.
 	gcFull := "ok"
-	if rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond}); err == nil {
+	if rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, NoGrace: true}); err == nil {
 		for _, r := range rep.Removed {
 			delete(want, r.Key)
 		}
@@ -237,7 +237,7 @@ func TestFullDisk(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond}); err != nil {
+	if rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, NoGrace: true}); err != nil {
 		t.Fatalf("gc once the filler is gone: %v", err)
 	} else {
 		for _, r := range rep.Removed {

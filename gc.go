@@ -291,13 +291,13 @@ type GCOptions struct {
 	MinFree        int64
 	MinFreePercent float64
 	// Grace is how old an unreferenced blob must be before the sweep
-	// removes it; 0 means DefaultSweepGrace.
+	// removes it; 0 means DefaultSweepGrace unless NoGrace.
 	Grace time.Duration
+	// NoGrace lets the sweep remove unreferenced blobs of any age (Grace
+	// is ignored); see SweepOptions.NoGrace.
+	NoGrace bool
 	// DryRun removes nothing and reports what a real run would do.
 	DryRun bool
-	// Now is the clock of the age and recency policies (nil: time.Now).
-	// The sweep judges file times by the real clock.
-	Now func() time.Time
 	// FreeSpace reports the free (available to unprivileged users) and
 	// total bytes of the filesystem holding path; nil means statfs(2).
 	FreeSpace func(path string) (free, total uint64, err error)
@@ -345,10 +345,7 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if !opt.DryRun && c.opt.ReadOnly {
 		return nil, ErrReadOnly
 	}
-	now := time.Now()
-	if opt.Now != nil {
-		now = opt.Now()
-	}
+	now := c.now()
 	rep := &GCReport{DryRun: opt.DryRun, Policies: []string{}, Removal: newRemoval(),
 		Corrupt: []string{}, StagingRemoved: []string{}}
 	if _, err := os.Stat(c.root); errors.Is(err, os.ErrNotExist) {
@@ -391,7 +388,7 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 			return nil, fmt.Errorf("gc %s: %w", c.root, err)
 		}
 	}
-	sw, err := c.Sweep(ctx, SweepOptions{Grace: opt.Grace, DryRun: opt.DryRun})
+	sw, err := c.Sweep(ctx, SweepOptions{Grace: opt.Grace, NoGrace: opt.NoGrace, DryRun: opt.DryRun})
 	if err != nil {
 		return nil, fmt.Errorf("gc %s: %w", c.root, err)
 	}

@@ -29,6 +29,12 @@ var gcNow = time.Date(2031, 6, 1, 12, 0, 0, 0, time.UTC)
 
 func gcClock() time.Time { return gcNow }
 
+// gcClocked opens c's root again with the fake clock: the fixture stores
+// by the real clock, gc judges by gcNow (Options.Now).
+func gcClocked(c *kcache.Cache) *kcache.Cache {
+	return mustOpen(c.Root(), &kcache.Options{Warn: io.Discard, Now: gcClock})
+}
+
 var (
 	gcVersions = []string{"6.1", "6.6", "6.12"}
 	gcArches   = []string{"x86_64", "aarch64"}
@@ -152,7 +158,7 @@ func gcSame(t *testing.T, what string, got, want []string) {
 // entries and the blobs it says it freed. It returns the real report.
 func gcDryThenReal(t *testing.T, c *kcache.Cache, root string, opt kcache.GCOptions) *kcache.GCReport {
 	t.Helper()
-	opt.Now = gcClock
+	c = gcClocked(c)
 	before := gcKeys(t, c)
 	blobsBefore := len(blobFiles(t, root))
 	opt.DryRun = true
@@ -472,7 +478,7 @@ func TestGCHousekeepingOnly(t *testing.T) {
 		if err := os.Rename(w, p); err != nil {
 			t.Fatal(err)
 		}
-		at := time.Now().Add(-age)
+		at := gcNow.Add(-age) // the sweep's grace is judged by Options.Now
 		if err := os.Chtimes(p, at, at); err != nil {
 			t.Fatal(err)
 		}
@@ -487,14 +493,14 @@ func TestGCHousekeepingOnly(t *testing.T) {
 	if err := os.Remove(e.ImagePath); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := c.GC(context.Background(), kcache.GCOptions{DryRun: true, Grace: 2 * time.Hour, Now: gcClock})
+	rep, err := gcClocked(c).GC(context.Background(), kcache.GCOptions{DryRun: true, Grace: 2 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.OrphansRemoved != 1 || len(rep.Removed) != 0 {
 		t.Errorf("dry run: %d orphans, removed %+v; want 1 orphan, no entry", rep.OrphansRemoved, rep.Removed)
 	}
-	rep, err = c.GC(context.Background(), kcache.GCOptions{Grace: 2 * time.Hour, Now: gcClock})
+	rep, err = gcClocked(c).GC(context.Background(), kcache.GCOptions{Grace: 2 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +525,7 @@ func TestGCHousekeepingOnly(t *testing.T) {
 		t.Errorf("stats after one gc: %v", stats)
 	}
 	// A real run with removals adds up.
-	rep, err = c.GC(context.Background(), kcache.GCOptions{Keep: gcPtr(1), Now: gcClock})
+	rep, err = gcClocked(c).GC(context.Background(), kcache.GCOptions{Keep: gcPtr(1)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -158,7 +158,7 @@ func (c *Cache) touch(ctx context.Context, e *Entry) {
 	if c.opt.ReadOnly {
 		return
 	}
-	now := time.Now()
+	now := c.now()
 	if last, err := time.Parse(time.RFC3339, e.LastUsed); err == nil && now.Sub(last) < lastUsedInterval {
 		return
 	}

@@ -257,7 +257,7 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 		out.failed = &MigrateProblem{Key: key, Reason: err.Error()}
 		return out, nil
 	}
-	meta, err := legacyMetadata(le.Metadata).check()
+	meta, err := legacyMetadata(le.Metadata).check(c.now())
 	if err != nil {
 		out.failed = &MigrateProblem{Key: key, Reason: err.Error()}
 		return out, nil
@@ -295,7 +295,7 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 		out.imported = imp
 		return out, nil
 	}
-	mig := &index.Migrated{From: opt.From, LegacyStripped: le.Metadata.VmlinuxStripped, MigratedAt: time.Now().UTC().Format(time.RFC3339)}
+	mig := &index.Migrated{From: opt.From, LegacyStripped: le.Metadata.VmlinuxStripped, MigratedAt: c.now().UTC().Format(time.RFC3339)}
 	if le.VmlinuxPath != "" {
 		if mig.VmlinuxSHA256, mig.VmlinuxSize, err = sha256File(ctx, le.VmlinuxPath); err != nil {
 			return out, fmt.Errorf("migrate %q: %w", key, err)

@@ -61,7 +61,7 @@ func (c *Cache) removeLegacy(ctx context.Context, from, key string, rec *index.R
 	if corrupt != nil {
 		return "", fmt.Errorf("the source entry changed and is now corrupt (%s); kept", corrupt.Reason)
 	}
-	meta, err := legacyMetadata(m).check()
+	meta, err := legacyMetadata(m).check(c.now())
 	if err != nil {
 		return "", err
 	}

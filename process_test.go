@@ -247,7 +247,7 @@ func procRoleStorer(root, key, id, image, vmlinux, logPath string) error {
 
 // procRoleHoldShared holds key's shared lock until stdin closes (or it is killed).
 func procRoleHoldShared(root, key string) error {
-	l, err := procHelperCache(root).AcquireShared(context.Background(), key, 0)
+	l, err := procHelperCache(root).AcquireShared(context.Background(), key, kcache.LockOptions{})
 	if err != nil {
 		return err
 	}
@@ -737,7 +737,7 @@ func TestProcessConcurrentStoresLastWins(t *testing.T) {
 	// The barrier: while the test holds the entry lock, both storers start
 	// and enter Store; neither can get past the lock. Releasing it lets them
 	// race for it, so their Store calls certainly overlap.
-	barrier, err := c.AcquireExclusive(context.Background(), key, 5*time.Second)
+	barrier, err := c.AcquireExclusive(context.Background(), key, kcache.LockOptions{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -904,13 +904,15 @@ func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 	}
 
 	// Shared holders do not exclude each other.
-	l, err := c.AcquireShared(context.Background(), key, time.Second)
+	l, err := c.AcquireShared(context.Background(), key, kcache.LockOptions{Timeout: time.Second})
 	if err != nil {
 		t.Fatalf("a second shared holder was refused: %v", err)
 	}
 	_ = l.Release()
 
-	_, err = procNoHang(t, "Remove", func() (struct{}, error) { return struct{}{}, c.Remove(context.Background(), key) })
+	_, err = procNoHang(t, "Remove", func() (struct{}, error) {
+		return struct{}{}, c.Remove(context.Background(), key, kcache.RemoveOptions{})
+	})
 	if !errors.Is(err, kcache.ErrInUse) {
 		t.Fatalf("Remove while another process holds the entry shared: %v; want ErrInUse", err)
 	}
@@ -923,7 +925,7 @@ func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 	if err := h.wait(); err == nil {
 		t.Fatal("holder exited cleanly; want it killed")
 	}
-	if err := c.Remove(context.Background(), key); err != nil {
+	if err := c.Remove(context.Background(), key, kcache.RemoveOptions{}); err != nil {
 		t.Fatalf("Remove after the holder died: %v", err)
 	}
 	if _, err := c.Lookup(context.Background(), key); !errors.Is(err, kcache.ErrNotFound) {

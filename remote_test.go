@@ -323,7 +323,7 @@ func TestPullLocksOnlyToInstall(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
 	b := mustOpen(root, &kcache.Options{Warn: &bytes.Buffer{}, StoreLockTimeout: 300 * time.Millisecond})
 	storeKernel(t, b, "k", "old image ", "", tarball)
-	l, err := b.AcquireShared(context.Background(), "k", 0)
+	l, err := b.AcquireShared(context.Background(), "k", kcache.LockOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

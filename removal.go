@@ -65,7 +65,7 @@ func (c *Cache) removeVictims(ctx context.Context, victims []Victim, opt RemoveO
 		}
 	}()
 	for _, v := range victims {
-		l, err := c.TryAcquireExclusive(ctx, v.Key)
+		l, err := c.AcquireExclusive(ctx, v.Key, LockOptions{NoWait: true})
 		var ce *lock.ContendedError
 		switch {
 		case errors.As(err, &ce):

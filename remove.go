@@ -34,7 +34,7 @@ func (e *PinnedError) Is(target error) bool { return target == ErrPinned }
 // store replacing it) is left alone and the error (ErrInUse) names the
 // holders. A pinned entry is a *PinnedError unless RemoveOptions.Force. A
 // key with no entry is a *NotFoundError.
-func (c *Cache) Remove(ctx context.Context, key string, opts ...RemoveOptions) error {
+func (c *Cache) Remove(ctx context.Context, key string, opt RemoveOptions) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
@@ -42,10 +42,6 @@ func (c *Cache) Remove(ctx context.Context, key string, opts ...RemoveOptions) e
 	// stored creates no lock file (and no root).
 	if err := c.exists(ctx, key); err != nil {
 		return err
-	}
-	var opt RemoveOptions
-	if len(opts) > 0 {
-		opt = opts[0]
 	}
 	r, err := c.removeVictims(ctx, []Victim{{Key: key, Reason: "rm"}}, opt)
 	switch {

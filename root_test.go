@@ -90,7 +90,7 @@ func TestOpenCreatesNothing(t *testing.T) {
 	if _, err := c.Lookup(context.Background(), "some-key"); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Lookup on a missing root = %v; want ErrNotFound", err)
 	}
-	if err := c.Remove(context.Background(), "some-key"); !errors.Is(err, kcache.ErrNotFound) {
+	if err := c.Remove(context.Background(), "some-key", kcache.RemoveOptions{}); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Remove on a missing root = %v; want ErrNotFound", err)
 	}
 	if err := c.Pin(context.Background(), "some-key", ""); !errors.Is(err, kcache.ErrNotFound) {

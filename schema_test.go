@@ -123,7 +123,7 @@ func TestSchemaV1IndexUpgradedOnOpen(t *testing.T) {
 			t.Errorf("lookup %s after the upgrade: %v", k, err)
 		}
 	}
-	if err := c.Remove(context.Background(), "k2"); err != nil { // counts an eviction: the stats bucket is there
+	if err := c.Remove(context.Background(), "k2", kcache.RemoveOptions{}); err != nil { // counts an eviction: the stats bucket is there
 		t.Fatal(err)
 	}
 	rep, err := c.Doctor(context.Background(), kcache.DoctorOptions{DryRun: true})

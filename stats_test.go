@@ -244,7 +244,7 @@ func TestReadOnlyWritesNothing(t *testing.T) {
 	if _, err := ro.Store(context.Background(), "new", kcache.Artifacts{Image: writeFile(t, src, "bzImage", []byte("x"))}, tarball); !errors.Is(err, kcache.ErrReadOnly) {
 		t.Fatalf("read-only Store = %v; want ErrReadOnly", err)
 	}
-	if err := ro.Remove(context.Background(), "k"); !errors.Is(err, kcache.ErrReadOnly) {
+	if err := ro.Remove(context.Background(), "k", kcache.RemoveOptions{}); !errors.Is(err, kcache.ErrReadOnly) {
 		t.Fatalf("read-only Remove = %v; want ErrReadOnly", err)
 	}
 	if _, err := ro.Sweep(context.Background(), kcache.SweepOptions{}); !errors.Is(err, kcache.ErrReadOnly) {
@@ -439,11 +439,11 @@ func TestStatsCounters(t *testing.T) {
 	}
 	want(2, 4, 0)
 
-	if err := c.Remove(context.Background(), "gone"); err != nil {
+	if err := c.Remove(context.Background(), "gone", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	want(2, 4, 1)
-	if err := c.Remove(context.Background(), "k"); err != nil {
+	if err := c.Remove(context.Background(), "k", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	want(2, 4, 2)

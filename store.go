@@ -39,7 +39,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	if c.opt.ReadOnly { // before any lock file, sweep or staging directory
 		return nil, fmt.Errorf("store %q: %w", key, ErrReadOnly)
 	}
-	meta, err := meta.check()
+	meta, err := meta.check(c.now())
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
@@ -92,7 +92,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	// blob, is then the same bytes each time, and a retry finds its
 	// manifest in place instead of leaving one more behind (each would be a
 	// complete entry to doctor).
-	storedAt := time.Now().UTC().Format(time.RFC3339Nano)
+	storedAt := c.now().UTC().Format(time.RFC3339Nano)
 	for retry := newDyingRetry(); ; {
 		rec, bs, err := c.ingest(ctx, st, key, meta, image, vmlinux, mig, storedAt)
 		if err != nil {

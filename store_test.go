@@ -94,7 +94,7 @@ func TestStoreDeduplicatesAndRemoveReleases(t *testing.T) {
 	if got := blobFiles(t, root); len(got) != 3 {
 		t.Fatalf("blob files = %v; want the shared image and two manifests", got)
 	}
-	if err := c.Remove(ctx, "a"); err != nil {
+	if err := c.Remove(ctx, "a", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(b.ImagePath); err != nil {
@@ -103,13 +103,13 @@ func TestStoreDeduplicatesAndRemoveReleases(t *testing.T) {
 	if _, err := c.Lookup(ctx, "a"); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Lookup(a) after rm = %v; want ErrNotFound", err)
 	}
-	if err := c.Remove(ctx, "b"); err != nil {
+	if err := c.Remove(ctx, "b", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := blobFiles(t, root); len(got) != 0 {
 		t.Fatalf("blob files after removing both = %v; want none", got)
 	}
-	if err := c.Remove(ctx, "b"); !errors.Is(err, kcache.ErrNotFound) {
+	if err := c.Remove(ctx, "b", kcache.RemoveOptions{}); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("second Remove(b) = %v; want ErrNotFound", err)
 	}
 }

@@ -18,9 +18,15 @@ const storeSweepInterval = time.Hour
 
 // SweepOptions tune Sweep.
 type SweepOptions struct {
-	Grace  time.Duration // 0 means DefaultSweepGrace
-	DryRun bool          // report only
-	now    time.Time     // tests; zero means time.Now()
+	// Grace is how old (by Options.Now) an unreferenced blob file must be
+	// before it is removed; 0 means DefaultSweepGrace unless NoGrace.
+	Grace time.Duration
+	// NoGrace removes unreferenced blob files of any age (Grace is
+	// ignored). Only safe when no store is running: a store's blobs are
+	// unreferenced until its transaction commits.
+	NoGrace bool
+	// DryRun reports what would be removed and removes nothing.
+	DryRun bool
 }
 
 // SweepReport says what a sweep removed (or, with DryRun, would remove).
@@ -47,13 +53,13 @@ type SweepReport struct {
 // Unreferenced blobs are unlinked inside an index write transaction after a
 // re-check, so a concurrent store cannot adopt one that is being removed.
 func (c *Cache) Sweep(ctx context.Context, opt SweepOptions) (*SweepReport, error) {
-	if opt.Grace <= 0 {
+	switch {
+	case opt.NoGrace:
+		opt.Grace = 0
+	case opt.Grace <= 0:
 		opt.Grace = DefaultSweepGrace
 	}
-	now := opt.now
-	if now.IsZero() {
-		now = time.Now()
-	}
+	now := c.now()
 	rep := &SweepReport{StagingRemoved: []string{}}
 	if !opt.DryRun && c.opt.ReadOnly {
 		return nil, ErrReadOnly

@@ -303,7 +303,7 @@ func (c *Cache) quarantineAndMark(ctx context.Context, bad map[string]blobFault,
 		}
 	}
 	var probs []BlobProblem
-	now := time.Now().UTC()
+	now := c.now().UTC()
 	err := c.update(ctx, func(tx *index.Tx) ([]string, error) {
 		probs = nil
 		digests := make([]string, 0, len(bad))
@@ -388,7 +388,7 @@ func (c *Cache) quarantine(path, name string) (string, error) {
 	if err := c.fs.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create quarantine directory %s: %w", dir, err)
 	}
-	base := time.Now().UTC().Format("20060102T150405Z") + "-" + strings.ReplaceAll(name, string(filepath.Separator), "_")
+	base := c.now().UTC().Format("20060102T150405Z") + "-" + strings.ReplaceAll(name, string(filepath.Separator), "_")
 	dst := filepath.Join(dir, base)
 	for i := 1; ; i++ {
 		if _, err := c.fs.Lstat(dst); errors.Is(err, fs.ErrNotExist) {

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kcache/kcache"
 	"hash/crc32"
 	"io"
 	"os"
@@ -801,7 +802,7 @@ func TestCLIRmInUse(t *testing.T) {
 	root := cliNewRoot(t)
 	cliStore(t, root, "held")
 	cliStore(t, root, "free")
-	l, err := mustOpen(root, nil).AcquireShared(context.Background(), "held", 0)
+	l, err := mustOpen(root, nil).AcquireShared(context.Background(), "held", kcache.LockOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ which should not hold the entry closes that descriptor in them.`,
 			if _, err := c.Lookup(cmd.Context(), key); err != nil {
 				return err
 			}
-			l, err := c.AcquireShared(cmd.Context(), key, timeout)
+			l, err := c.AcquireShared(cmd.Context(), key, kcache.LockOptions{Timeout: timeout})
 			if err != nil {
 				return err
 			}
