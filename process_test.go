@@ -62,7 +62,7 @@ func procRunRole(role string, args []string) error {
 		return fmt.Errorf("bad helper arguments %q", args)
 	}
 	args = args[1:]
-	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1, "holdstaging": 2, "holdflock": 2}
+	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1, "holdstaging": 2, "holdflock": 2, "hold": 2}
 	if n, ok := need[role]; !ok {
 		return fmt.Errorf("unknown role")
 	} else if len(args) != n {
@@ -86,6 +86,8 @@ func procRunRole(role string, args []string) error {
 		return procRoleHoldStaging(args[0], args[1])
 	case "holdflock":
 		return procRoleHoldFlock(args[0], args[1])
+	case "hold":
+		return procRoleHold(args[0], args[1])
 	default:
 		return procRoleHoldIndex(args[0])
 	}

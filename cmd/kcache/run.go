@@ -42,14 +42,11 @@ which should not hold the entry closes that descriptor in them.`,
 			if err != nil {
 				return err
 			}
-			// The Lookup is the use that run counts (last_used, a hit or
-			// a miss); a key that was never stored is reported before any
-			// lock file is created for it. Under the lock the entry is
-			// read again, uncounted, for the paths CMD gets.
-			if _, err := c.Lookup(cmd.Context(), key); err != nil {
-				return err
-			}
-			l, err := c.AcquireShared(cmd.Context(), key, kcache.LockOptions{Timeout: timeout})
+			// Hold counts the use (last_used, a hit or a miss), reports a
+			// key that was never stored before any lock file is created
+			// for it, and reads the entry under the lock for the paths
+			// CMD gets.
+			h, err := c.Hold(cmd.Context(), key, kcache.HoldOptions{Timeout: timeout})
 			if err != nil {
 				return err
 			}
@@ -60,18 +57,15 @@ which should not hold the entry closes that descriptor in them.`,
 			started := false
 			defer func() {
 				if started {
-					_ = l.Detach()
+					_ = h.Detach()
 				} else {
-					_ = l.Release()
+					_ = h.Release()
 				}
 			}()
-			e, err := c.Describe(cmd.Context(), key)
-			if err != nil {
-				return err
-			}
+			e := h.Entry
 			child := exec.Command(argv[1], argv[2:]...)
 			child.Stdin, child.Stdout, child.Stderr = os.Stdin, a.stdout, a.stderr
-			child.ExtraFiles = []*os.File{l.File()} // descriptor 3, not close-on-exec in CMD
+			child.ExtraFiles = []*os.File{h.File()} // descriptor 3, not close-on-exec in CMD
 			child.Env = append(os.Environ(), "KCACHE_KEY="+key, "KCACHE_IMAGE="+e.ImagePath, "KCACHE_VMLINUX="+e.VmlinuxPath,
 				"KCACHE_LOCK_FD=3") // ExtraFiles[0] is descriptor 3
 			sigs := make(chan os.Signal, 4)
