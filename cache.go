@@ -19,7 +19,7 @@
 //
 // The index is opened per operation and closed right after (bbolt holds an
 // flock on the file while it is open), so a harness that holds an entry for
-// minutes holds only the entry's shared lock (AcquireShared), not the index.
+// minutes holds only the entry's shared lock (Hold), not the index.
 // An index written by an older kcache is upgraded (package migrate, after a
 // backup copy index.db.v<N>.bak) by the first open of a cache that may
 // write, for reading or writing alike, so the upgrade never waits for a
@@ -50,9 +50,16 @@
 // kcache-remote helper, not into every kcache process (cmd/kcache explains).
 //
 // Blob paths returned by Lookup stay valid until the entry is replaced or
-// removed. A reader that must not race a replacement either holds the shared
-// lock while it reads or opens the files with OpenEntry, which retries when a
-// replacement removed a blob between the lookup and the open.
+// removed. A reader that must not race a replacement either holds the entry
+// (Hold, which takes the shared lock only for a key that exists) while it
+// reads, or opens the files with OpenEntry, which retries when a replacement
+// removed a blob between the lookup and the open.
+//
+// Every method that opens the index, takes or waits for a lock, or reads
+// blobs takes a context.Context first and stops when it is done: lock and
+// index waits, blob copies and hashes, strip and retries return an error
+// matching ctx.Err(), and a cancelled Store removes its staging directory.
+// Only the path accessors (Root, IndexPath, LockPath, BlobPath) take none.
 package kcache
 
 import (

@@ -293,8 +293,7 @@ type GCOptions struct {
 	// Grace is how old an unreferenced blob must be before the sweep
 	// removes it; 0 means DefaultSweepGrace unless NoGrace.
 	Grace time.Duration
-	// NoGrace lets the sweep remove unreferenced blobs of any age (Grace
-	// is ignored); see SweepOptions.NoGrace.
+	// NoGrace: unreferenced blobs of any age go (see SweepOptions.NoGrace).
 	NoGrace bool
 	// DryRun removes nothing and reports what a real run would do.
 	DryRun bool
