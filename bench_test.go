@@ -24,7 +24,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -100,7 +99,7 @@ type benchImpl struct {
 
 func benchImpls(dir string) []*benchImpl {
 	kroot, lroot := filepath.Join(dir, "kcache"), filepath.Join(dir, "legacy")
-	c := mustOpen(kroot, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(kroot, &kcache.Options{})
 	kstore := func(key string, in *benchInputs, at time.Time) error {
 		_, err := c.Store(context.Background(), key, kcache.Artifacts{Image: in.image.Name(), Vmlinux: in.vmlinux.Name()}, kcache.Metadata{
 			Version: benchPtr("6.14.2"), Source: kcache.Source{Type: "tarball"}, Arch: "x86_64", ImageName: "bzImage",

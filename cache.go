@@ -1,73 +1,11 @@
-// Package kcache is a cache of built Linux kernels: boot images and their
-// vmlinux, stored once and looked up many times by test harnesses, often by
-// many processes at once.
-//
-// A cache root holds a bbolt index beside a content-addressed blob directory:
-//
-//	<root>/index.db                 the index (package index)
-//	<root>/blobs/sha256/<2>/<64>    immutable content (package blobstore)
-//	<root>/.locks/<key>.lock        one flock target per entry key; never deleted
-//	<root>/.tmp/<id>/, <id>.lock    a writer's staging directory and the lock it
-//	                                holds while alive
-//
-// This package owns the protocols — the order of writes and which locks are
-// held when — and nothing else. The one write path is Store: validate, take
-// the entry's exclusive lock, stage and ingest every blob (fsynced and renamed
-// into place), then commit one index transaction that points the key at them.
-// A crash at any step leaves either the old state or unreferenced files that
-// a sweep recognises; never a record pointing at missing or partial bytes.
-//
-// The index is opened per operation and closed right after (bbolt holds an
-// flock on the file while it is open), so a harness that holds an entry for
-// minutes holds only the entry's shared lock (Hold), not the index.
-// An index written by an older kcache is upgraded (package migrate, after a
-// backup copy index.db.v<N>.bak) by the first open of a cache that may
-// write, for reading or writing alike, so the upgrade never waits for a
-// write on a hot path; a cache opened with Options.ReadOnly never writes,
-// so it reads an older index as it is (every schema so far is readable).
-//
-// Every deletion (Remove, Clean, GC) goes through one protocol: take each
-// entry's exclusive lock without waiting (entries in use are skipped and
-// reported), delete the records in one transaction, which marks blobs whose
-// reference count reached zero as dying, then unlink them with the index
-// closed and forget them in a second short transaction. DESIGN.md had the
-// unlink inside the transaction's lock; moving it out keeps a large gc from
-// blocking every other process for the duration of thousands of unlinks, and
-// the dying mark keeps a concurrent store from adopting a blob that is about
-// to vanish. Sweep removes what crashes leave behind (dead writers' staging
-// directories, unreferenced blobs past a grace period, abandoned dying
-// blobs), and never the manifests of a lost index, which doctor
-// --rebuild-index needs.
-//
-// The shared tier (Push, Pull, LookupRemote, ListRemote) talks to any
-// remote.Remote; package remote documents the object layout and remote/s3
-// implements it on S3. It keeps the local protocols: Push reads blobs opened
-// inside a read transaction and writes the manifest object last; Pull stages
-// and digest-checks every blob before it is renamed into blobs/, then takes
-// the key's exclusive lock only for the install (manifest blob and one
-// transaction), so a slow download never holds up harnesses using the key.
-// This package imports only the interface; the S3 client is linked into the
-// kcache-remote helper, not into every kcache process (cmd/kcache explains).
-//
-// Blob paths returned by Lookup stay valid until the entry is replaced or
-// removed. A reader that must not race a replacement either holds the entry
-// (Hold, which takes the shared lock only for a key that exists) while it
-// reads, or opens the files with OpenEntry, which retries when a replacement
-// removed a blob between the lookup and the open.
-//
-// Every method that opens the index, takes or waits for a lock, or reads
-// blobs takes a context.Context first and stops when it is done: lock and
-// index waits, blob copies and hashes, strip and retries return an error
-// matching ctx.Err(), and a cancelled Store removes its staging directory.
-// Only the path accessors (Root, IndexPath, LockPath, BlobPath) take none.
 package kcache
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,31 +32,19 @@ const (
 // it; coarse so that lookups stay read-only almost always.
 const lastUsedInterval = time.Hour
 
-var (
-	// ErrNotFound: no entry under the key.
-	ErrNotFound = errors.New("not found")
-	// ErrInUse: the entry's lock is held by someone else.
-	ErrInUse = lock.ErrContended
-	// ErrIndexBusy: the index file stayed locked for the whole timeout.
-	ErrIndexBusy = index.ErrBusy
-	// ErrIndexCorrupt: the index file cannot be read safely.
-	ErrIndexCorrupt = index.ErrCorrupt
-	// ErrCorruptEntry is matched by every *CorruptError.
-	ErrCorruptEntry = errors.New("corrupt entry")
-	// ErrReadOnly: the cache was opened with Options.ReadOnly and the call
-	// would write.
-	ErrReadOnly = errors.New("the cache is opened read-only (--read-only); this would write")
-)
-
 // Options tune a Cache. The zero value gives the defaults.
 type Options struct {
 	// IndexTimeout bounds the wait for the index file's lock.
 	IndexTimeout time.Duration
 	// StoreLockTimeout bounds Store's wait for the entry's exclusive lock.
 	StoreLockTimeout time.Duration
-	// Warn receives one-line warnings (unstripped vmlinux, failed cleanups).
-	// Nil means os.Stderr.
-	Warn io.Writer
+	// Logger receives warnings (an unstripped vmlinux in use, a failed
+	// cleanup, a remote that failed during a lookup) at level Warn, and
+	// notices (an index upgraded to a newer schema) at level Info, one
+	// message per event. Nil discards them: the library writes nothing to
+	// the process's stderr. Whatever a warning says about an entry is also
+	// a field of the Entry.
+	Logger *slog.Logger
 	// ReadOnly makes the cache never write: lookups do not record
 	// last_used, and calls that must write fail with ErrReadOnly.
 	ReadOnly bool
@@ -144,16 +70,14 @@ type Cache struct {
 	fs *beneath.Root
 }
 
-// Open returns the cache at root. It fails at once when root is empty or
-// names something that exists and is not a directory (a cache rooted in a
-// file would otherwise fail much later, on the first write, after litter in
-// the current directory); a root that does not exist yet is fine. The root
-// is made absolute here, once, so every path the cache returns stays valid
-// after the caller changes directory or hands it to another process.
-// Nothing is created until the first write.
+// Open returns the cache at root. It fails at once on an empty root or a
+// root that exists but is not a directory; a root that does not exist yet
+// is fine, and nothing is created until the first write. The root is made
+// absolute here, once, so every path the cache returns is absolute and
+// stays valid when the caller changes directory (or hands it to qemu).
 func Open(root string, opt *Options) (*Cache, error) {
 	if root == "" {
-		return nil, errors.New("open cache: empty root directory")
+		return nil, errors.New("open cache: the root directory is empty")
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -164,9 +88,8 @@ func Open(root string, opt *Options) (*Cache, error) {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("open cache %s: %w", abs, err)
 	}
-	root = abs
-	fsys := beneath.New(root)
-	c := &Cache{root: root, fs: fsys, blobs: blobstore.NewBeneath(fsys, filepath.Join(root, "blobs", "sha256"))}
+	fsys := beneath.New(abs)
+	c := &Cache{root: abs, fs: fsys, blobs: blobstore.NewBeneath(fsys, filepath.Join(abs, "blobs", "sha256"))}
 	if opt != nil {
 		c.opt = *opt
 	}
@@ -176,8 +99,8 @@ func Open(root string, opt *Options) (*Cache, error) {
 	if c.opt.StoreLockTimeout <= 0 {
 		c.opt.StoreLockTimeout = DefaultExclusiveTimeout
 	}
-	if c.opt.Warn == nil {
-		c.opt.Warn = os.Stderr
+	if c.opt.Logger == nil {
+		c.opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c, nil
 }
@@ -214,59 +137,8 @@ func (c *Cache) now() time.Time {
 }
 
 func (c *Cache) warnf(format string, args ...any) {
-	fmt.Fprintf(c.opt.Warn, "kcache: warning: "+format+"\n", args...)
+	c.opt.Logger.Warn(fmt.Sprintf(format, args...))
 }
-
-// NotFoundError names the key (or build ID) that has no entry.
-type NotFoundError struct {
-	Key     string
-	BuildID string // set instead of Key by LookupBuildID
-}
-
-func (e *NotFoundError) Error() string {
-	if e.BuildID != "" {
-		return fmt.Sprintf("no cache entry has a vmlinux with build ID %s; `kcache list --json` shows the build_id of each", e.BuildID)
-	}
-	return fmt.Sprintf("no cache entry %q; `kcache list` shows what is cached", e.Key)
-}
-
-// Is makes errors.Is(err, ErrNotFound) true.
-func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
-
-// CorruptError is an entry that is indexed but cannot be used. Kind is one of
-// the documented error_kind words: malformed, schema_drift (the record does
-// not decode), image_missing, vmlinux_missing (a blob file is gone),
-// image_size_mismatch, vmlinux_size_mismatch (a blob file has the wrong size),
-// image_content_mismatch, vmlinux_content_mismatch (a blob file changed since
-// it was stored — its ctime moved — and no longer hashes to its digest), or — persisted on the record by Verify or Doctor, and reported first —
-// blob_missing, blob_mismatch (index.CorruptMark).
-type CorruptError struct {
-	Key    string
-	Kind   string
-	Reason string
-}
-
-func (e *CorruptError) Error() string {
-	return fmt.Sprintf("cache entry %q is corrupt (%s): %s; remove it with `kcache rm %s` and store it again", e.Key, e.Kind, e.Reason, e.Key)
-}
-
-// Is makes errors.Is(err, ErrCorruptEntry) true.
-func (e *CorruptError) Is(target error) bool { return target == ErrCorruptEntry }
-
-// IndexBusyError is an index that another process kept locked.
-type IndexBusyError struct {
-	Path    string
-	Waited  time.Duration
-	Holders []lock.Holder
-}
-
-func (e *IndexBusyError) Error() string {
-	return fmt.Sprintf("index %s stayed locked by another process for %s; holders:\n%s\nwait for them to finish, or stop them if they hang",
-		e.Path, e.Waited, lock.FormatHolders(e.Holders))
-}
-
-// Is makes errors.Is(err, ErrIndexBusy) true.
-func (e *IndexBusyError) Is(target error) bool { return target == index.ErrBusy }
 
 // openIndex opens the index for one operation and explains failures.
 func (c *Cache) openIndex(ctx context.Context, readOnly bool) (*index.DB, error) {
@@ -300,7 +172,7 @@ func (c *Cache) openIndexWith(ctx context.Context, open func(string, index.Optio
 				db, err = c.openPolled(ctx, open, c.IndexPath(), opt)
 			}
 			if errors.Is(err, index.ErrSchemaOld) {
-				return nil, fmt.Errorf("%w; the cache is opened read-only (--read-only), so it cannot be upgraded: run any kcache command that writes (or `kcache doctor`) without --read-only once", err)
+				return nil, fmt.Errorf("%w; it cannot be upgraded: %w", err, ErrReadOnly)
 			}
 		} else {
 			if uerr := c.upgradeIndex(ctx, false); uerr != nil {
@@ -364,8 +236,8 @@ func (c *Cache) upgradeIndex(ctx context.Context, held bool) error {
 		return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), c.explainIndexErr(err))
 	}
 	if res.From != res.To {
-		fmt.Fprintf(c.opt.Warn, "kcache: upgraded the index %s from schema %d to %d; the old file is kept as %s\n",
-			c.IndexPath(), res.From, res.To, strings.Join(res.Backups, ", "))
+		c.opt.Logger.Info(fmt.Sprintf("upgraded the index %s from schema %d to %d; the old file is kept as %s",
+			c.IndexPath(), res.From, res.To, strings.Join(res.Backups, ", ")))
 	}
 	return nil
 }
@@ -376,7 +248,7 @@ func (c *Cache) explainIndexErr(err error) error {
 		holders, _ := lock.Holders(c.IndexPath())
 		return &IndexBusyError{Path: c.IndexPath(), Waited: c.opt.IndexTimeout, Holders: holders}
 	case errors.Is(err, index.ErrCorrupt):
-		return fmt.Errorf("%w; run `kcache doctor --rebuild-index` to rebuild %s from the entry manifests in the blob directory (the damaged file is kept as index.db.bak)", err, c.IndexPath())
+		return &IndexCorruptError{Path: c.IndexPath(), Err: err}
 	}
 	return err
 }

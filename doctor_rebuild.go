@@ -161,7 +161,7 @@ func (c *Cache) installIndex(tmp string, oldExists bool, rep *RebuildReport) err
 	path := c.IndexPath()
 	if !oldExists {
 		if err := os.Link(tmp, path); err != nil {
-			return fmt.Errorf("install rebuilt index %s: %w (if another process created it meanwhile, run `kcache doctor --rebuild-index` again)", path, err)
+			return fmt.Errorf("install rebuilt index %s: %w (if another process created it meanwhile, rebuild again)", path, err)
 		}
 		return fsync.Dir(c.root)
 	}
@@ -296,7 +296,7 @@ func (c *Cache) blobMark(ctx context.Context, rec *index.Record) *index.CorruptM
 		if err != nil || f == nil {
 			continue
 		}
-		return &index.CorruptMark{Kind: f.kind, Reason: fmt.Sprintf("%s blob: %s (found by doctor --rebuild-index)", u.role, f.detail),
+		return &index.CorruptMark{Kind: f.kind, Reason: fmt.Sprintf("%s blob: %s (found by an index rebuild)", u.role, f.detail),
 			At: c.now().UTC().Format(time.RFC3339)}
 	}
 	return nil

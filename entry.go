@@ -3,9 +3,7 @@ package kcache
 import (
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
-	"os"
 	"time"
 
 	"github.com/kcache/kcache/index"
@@ -32,22 +30,9 @@ type Metadata struct {
 	ConfigHZ *uint64
 }
 
-// CRC32Hex returns the CRC-32 (IEEE) of data as ktstr writes it: 8 lowercase
-// hex digits. It is the hash of config_hash and kconfig_hash.
-func CRC32Hex(data []byte) string { return fmt.Sprintf("%08x", crc32.ChecksumIEEE(data)) }
-
-// CRC32File is CRC32Hex of a file's contents.
-func CRC32File(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	return CRC32Hex(data), nil
-}
-
-// NormalizeBuiltAt turns an RFC 3339 time into the fixed 20-byte UTC form
+// normalizeBuiltAt turns an RFC 3339 time into the fixed 20-byte UTC form
 // (YYYY-MM-DDTHH:MM:SSZ) that sorts as text.
-func NormalizeBuiltAt(s string) (string, error) {
+func normalizeBuiltAt(s string) (string, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return "", invalidf("built_at %q is not an RFC 3339 time (e.g. 2026-04-18T10:00:00Z): %w", s, err)
@@ -90,7 +75,7 @@ func (m Metadata) check(now time.Time) (Metadata, error) {
 	if m.BuiltAt == "" {
 		m.BuiltAt = now.UTC().Format("2006-01-02T15:04:05Z")
 	} else {
-		at, err := NormalizeBuiltAt(m.BuiltAt)
+		at, err := normalizeBuiltAt(m.BuiltAt)
 		if err != nil {
 			return m, err
 		}

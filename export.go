@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/fsync"
 	"github.com/kcache/kcache/lock"
 	"github.com/kcache/kcache/migrate"
@@ -64,7 +63,7 @@ type ExportOptions struct {
 //
 //	dir/<key>/<image_name>
 //	dir/<key>/vmlinux          when the entry has one
-//	dir/<key>/metadata.json    ktstr's exact shape (see MarshalKtstrMetadata)
+//	dir/<key>/metadata.json    ktstr's exact shape (migrate.MarshalMetadata)
 //
 // With all it exports every usable entry (corrupt ones are reported as
 // failed), else the given keys. Blobs are cloned (FICLONE) where the
@@ -162,7 +161,7 @@ func (c *Cache) exportOne(ctx context.Context, key, dir string, timeout time.Dur
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
-	meta, err := MarshalKtstrMetadata(&e.Record)
+	meta, err := migrate.MarshalMetadata(migrate.MetadataOf(&e.Record))
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
@@ -291,18 +290,4 @@ func (c *Cache) cloneOrCopy(src, dst string) (cloned bool, err error) {
 		return false, fmt.Errorf("fsync %s: %w", dst, err)
 	}
 	return cloned, out.Close()
-}
-
-// MarshalKtstrMetadata returns rec as ktstr writes metadata.json (see
-// migrate.MarshalMetadata). kcache's kconfig_hash is ktstr's
-// ktstr_kconfig_hash; the fields kcache adds (digests, build ID, stored_at,
-// ...) have no place in it and are left out.
-func MarshalKtstrMetadata(rec *index.Record) ([]byte, error) {
-	return migrate.MarshalMetadata(&migrate.Metadata{
-		Version: rec.Version, Source: migrate.Source(rec.Source), Arch: rec.Arch,
-		ImageName: rec.ImageName, ConfigHash: rec.ConfigHash, BuiltAt: rec.BuiltAt,
-		KtstrKconfigHash: rec.KconfigHash, HasVmlinux: rec.HasVmlinux,
-		VmlinuxStripped:   rec.HasVmlinux && rec.VmlinuxStripped,
-		SourceVmlinuxSize: rec.SourceVmlinuxSize, SourceVmlinuxMtimeSecs: rec.SourceVmlinuxMtimeSecs,
-	})
 }

@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -105,7 +104,7 @@ func fullfsCheck(t *testing.T, c *kcache.Cache, want map[string]string) (partial
 func TestFullDisk(t *testing.T) {
 	mnt := tmpfstest.Mount(t, "8m")
 	root := filepath.Join(mnt, "cache")
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard, IndexTimeout: 5 * time.Second, StoreLockTimeout: 5 * time.Second})
+	c := mustOpen(root, &kcache.Options{IndexTimeout: 5 * time.Second, StoreLockTimeout: 5 * time.Second})
 	inputs := t.TempDir() // not on the tmpfs
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	newImage := func(i int) (string, string) {

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache/index"
+	"github.com/kcache/kcache/internal/units"
 	"golang.org/x/sys/unix"
 )
 
@@ -202,7 +203,7 @@ type CleanReport struct {
 }
 
 // Clean removes corrupt entries and every usable entry but the Keep newest,
-// as ktstr's `cache clean` does (reference/ktstr-cache.md §5.4), except that
+// as ktstr's `cache clean` does, except that
 // pinned entries are never removed and an entry whose lock is held (a VM
 // running it, a store replacing it) is skipped and reported, not deleted.
 func (c *Cache) Clean(ctx context.Context, opt CleanOptions) (*CleanReport, error) {
@@ -477,7 +478,7 @@ func (c *Cache) policies(opt GCOptions, p *plan, cands []gcCand, now time.Time) 
 		out = append(out, pol)
 	}
 	if opt.MaxAge > 0 {
-		pol := policy{label: "max-age " + FormatDuration(opt.MaxAge), keeps: map[string]bool{}}
+		pol := policy{label: "max-age " + units.Duration(opt.MaxAge), keeps: map[string]bool{}}
 		for _, cd := range cands {
 			if now.Sub(cd.used) <= opt.MaxAge {
 				pol.keeps[cd.e.Key] = true
@@ -487,18 +488,18 @@ func (c *Cache) policies(opt GCOptions, p *plan, cands []gcCand, now time.Time) 
 	}
 	if opt.MaxSize > 0 {
 		excess := p.size() - opt.MaxSize
-		out = append(out, sizeWalk(p, cands, "max-size "+FormatSize(opt.MaxSize), excess))
+		out = append(out, sizeWalk(p, cands, "max-size "+units.Size(opt.MaxSize), excess))
 	}
 	if opt.MinFree > 0 || opt.MinFreePercent > 0 {
 		probe := opt.FreeSpace
 		if probe == nil {
-			probe = StatFS
+			probe = statFS
 		}
 		free, total, err := probe(c.root)
 		if err != nil {
 			return nil, fmt.Errorf("gc: free space of %s: %w", c.root, err)
 		}
-		target, label := opt.MinFree, "min-free "+FormatSize(opt.MinFree)
+		target, label := opt.MinFree, "min-free "+units.Size(opt.MinFree)
 		if opt.MinFreePercent > 0 {
 			target = int64(opt.MinFreePercent / 100 * float64(total))
 			label = "min-free " + strconv.FormatFloat(opt.MinFreePercent, 'f', -1, 64) + "%"
@@ -551,10 +552,10 @@ func groupOf(e *Entry, field string) string {
 	return e.Source.Type
 }
 
-// StatFS returns the bytes available to unprivileged users and the total
+// statFS returns the bytes available to unprivileged users and the total
 // size of the filesystem holding path (statfs(2)). A path that does not
 // exist yet is measured at its nearest existing parent.
-func StatFS(path string) (free, total uint64, err error) {
+func statFS(path string) (free, total uint64, err error) {
 	var st unix.Statfs_t
 	for {
 		err = unix.Statfs(path, &st)
@@ -567,34 +568,4 @@ func StatFS(path string) (free, total uint64, err error) {
 		return 0, 0, fmt.Errorf("statfs %s: %w", path, err)
 	}
 	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
-}
-
-// FormatDuration renders d as gc reasons show it: whole days as "30d",
-// otherwise Go's form without zero minutes and seconds ("36h", "1h30m").
-func FormatDuration(d time.Duration) string {
-	if d > 0 && d%(24*time.Hour) == 0 {
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	}
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
-// FormatSize renders a byte count with binary units and at most two
-// decimals ("10GiB", "1.5GiB", "512B").
-func FormatSize(n int64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
-	v, i := float64(n), 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	s := strconv.FormatFloat(v, 'f', 2, 64)
-	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	return s + units[i]
 }

@@ -18,7 +18,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -89,7 +88,7 @@ func BenchmarkGC(b *testing.B) {
 		b.StopTimer()
 		root := filepath.Join(b.TempDir(), "cache")
 		benchGCFixture(b, root, benchGCEntries)
-		c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+		c := mustOpen(root, &kcache.Options{})
 		b.StartTimer()
 		start := time.Now()
 		rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: benchPtr(benchGCKeep)})

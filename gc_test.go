@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -32,7 +31,7 @@ func gcClock() time.Time { return gcNow }
 // gcClocked opens c's root again with the fake clock: the fixture stores
 // by the real clock, gc judges by gcNow (Options.Now).
 func gcClocked(c *kcache.Cache) *kcache.Cache {
-	return mustOpen(c.Root(), &kcache.Options{Warn: io.Discard, Now: gcClock})
+	return mustOpen(c.Root(), &kcache.Options{Now: gcClock})
 }
 
 var (
@@ -58,7 +57,7 @@ type gcEnt struct {
 func gcFixture(t testing.TB, n int) (*kcache.Cache, string, []gcEnt) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "cache")
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	src := t.TempDir()
 	base := gcNow.Add(-400 * 24 * time.Hour)
 	ents := make([]gcEnt, n)
@@ -407,7 +406,7 @@ func TestGCMaxSizeStepsOverPinned(t *testing.T) {
 // max-size as well: the shared image is counted once.
 func TestGCDedupAwareFreedBytes(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	img := filepath.Join(t.TempDir(), "bzImage")
 	if err := os.WriteFile(img, procContent("image", 1, 50_000, "shared"), 0o644); err != nil {
 		t.Fatal(err)
@@ -553,7 +552,7 @@ func gcStats(t *testing.T, root string) map[string]int64 {
 // gc on a cache that does not exist creates nothing.
 func TestGCMissingCacheCreatesNothing(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	if _, err := c.GC(context.Background(), kcache.GCOptions{Keep: gcPtr(1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -732,23 +731,4 @@ func TestCleanParity(t *testing.T) {
 		}
 		gcSame(t, "removed", gcRemovedKeys(rep.Removed), []string{"k00", "k03"})
 	})
-}
-
-// StatFS measures a path that does not exist yet (a cache root before the
-// first store) at its nearest existing parent, absolute or relative.
-func TestStatFSOfMissingPath(t *testing.T) {
-	dir := t.TempDir()
-	_, want, err := kcache.StatFS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{filepath.Join(dir, "a", "b", "c"), filepath.Join(dir, "a", "b") + "/"} {
-		if _, total, err := kcache.StatFS(p); err != nil || total != want {
-			t.Errorf("StatFS(%s) = total %d, %v; want %d as for %s", p, total, err, want, dir)
-		}
-	}
-	t.Chdir(dir)
-	if _, total, err := kcache.StatFS(filepath.Join("no", "such", "dir")); err != nil || total != want {
-		t.Errorf("StatFS of a relative missing path = total %d, %v; want %d", total, err, want)
-	}
 }

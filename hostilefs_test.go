@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,7 +64,7 @@ func (s outsideState) same(o outsideState) bool {
 }
 
 func hostileCache(root string) *kcache.Cache {
-	return mustOpen(root, &kcache.Options{Warn: io.Discard, IndexTimeout: 5 * time.Second, StoreLockTimeout: 2 * time.Second})
+	return mustOpen(root, &kcache.Options{IndexTimeout: 5 * time.Second, StoreLockTimeout: 2 * time.Second})
 }
 
 // Symlinks at .locks/<key>.lock, .tmp/<id>, .tmp/<id>.lock and

@@ -34,7 +34,7 @@ func (c *Cache) KernelConfig(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("cache entry %q: %w", key, err)
 	}
 	if err != nil {
-		return "", fmt.Errorf("config of %q: %w (run `kcache verify %s`)", key, err, key)
+		return "", fmt.Errorf("config of %q: %w (the entry's vmlinux blob may be damaged)", key, err)
 	}
 	return config, nil
 }

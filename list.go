@@ -40,8 +40,7 @@ type ListOptions struct {
 // List returns every entry: usable ones newest built_at first (ties by key),
 // then corrupt ones by key. A missing cache lists as empty.
 //
-// It decodes every record and sorts in memory rather than walking by_time:
-// measured faster for a full listing (reference/bbolt-and-remote.md §1.2).
+// It decodes every record and sorts in memory rather than walking by_time.
 func (c *Cache) List(ctx context.Context, opt ListOptions) (*Listing, error) {
 	if err := opt.check(); err != nil {
 		return nil, err

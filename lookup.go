@@ -16,8 +16,9 @@ import (
 // last_used (at most once an hour, so lookups stay read-only almost always).
 //
 // A Lookup counts as a hit when it returns an entry and as a miss when the
-// key has no entry or a corrupt one (see countLookup); Describe counts
-// nothing.
+// key has no entry or a corrupt one (the caller has to build the kernel
+// either way); invalid keys and I/O errors count as neither. Describe
+// counts nothing.
 func (c *Cache) Lookup(ctx context.Context, key string) (*Entry, error) {
 	e, err := c.lookup(ctx, key)
 	c.countLookup(err)

@@ -274,7 +274,7 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 	case err != nil:
 		return out, fmt.Errorf("migrate %q: %w", key, err)
 	case existing.Migrated == nil:
-		out.conflict = &MigrateProblem{Key: key, Reason: "kcache already has this key, not imported from ktstr (e.g. stored with kcache store); left as is"}
+		out.conflict = &MigrateProblem{Key: key, Reason: "kcache already has this key, not imported from ktstr (stored directly into kcache); left as is"}
 		return out, nil
 	default:
 		same, err := sameAsLegacy(ctx, &existing.Record, meta, &le, src)
@@ -341,7 +341,7 @@ func (c *Cache) storeMigrated(ctx context.Context, key string, le migrate.Legacy
 		return nil, err
 	}
 	if e.Image.Digest != d {
-		return nil, fmt.Errorf("the image %s changed while it was imported (sha256 %s, then %s); run migrate again", le.ImagePath, d, e.Image.Digest)
+		return nil, fmt.Errorf("the image %s changed while it was imported (sha256 %s, then %s); migrating again imports it", le.ImagePath, d, e.Image.Digest)
 	}
 	return e, nil
 }

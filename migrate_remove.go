@@ -65,7 +65,7 @@ func (c *Cache) removeLegacy(ctx context.Context, from, key string, rec *index.R
 	if err != nil {
 		return "", err
 	}
-	differs := errors.New("the source entry differs from kcache's; kept (run migrate again to import it)")
+	differs := errors.New("the source entry differs from kcache's; kept (a later migration imports it)")
 	if !legacyMetaMatches(rec, meta, m.VmlinuxStripped) {
 		return "", differs
 	}

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -145,7 +144,7 @@ func TestSafetyMigrateRemoveSourceOnlyImportedFiles(t *testing.T) {
 	}
 	movedBefore := snapshotTree(t, moved)
 
-	c := mustOpen(t.TempDir(), &kcache.Options{Warn: io.Discard})
+	c := mustOpen(t.TempDir(), &kcache.Options{})
 	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, RemoveSource: true, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -267,7 +266,7 @@ func migTmpfsSource(t *testing.T, n int) (root string, keys []string, images map
 func TestSafetyMigrateFailureKeepsReport(t *testing.T) {
 	mnt := tmpfstest.Mount(t, "4m")
 	from, keys, images := migTmpfsSource(t, 5)
-	c := mustOpen(filepath.Join(mnt, "cache"), &kcache.Options{Warn: io.Discard})
+	c := mustOpen(filepath.Join(mnt, "cache"), &kcache.Options{})
 	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: from, RemoveSource: true, LockTimeout: time.Second})
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("migrate onto a 4 MiB filesystem: %v; want ENOSPC", err)

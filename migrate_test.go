@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,7 +96,7 @@ func migJSON(m legacy.Metadata) string {
 func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	f := migFixture(t)
 	root := t.TempDir()
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	before := snapshotTree(t, f.Root)
 	var progress []int
 	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second, Progress: func(done, total int) {
@@ -205,7 +204,7 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 func TestMigrateDryRunWritesNothing(t *testing.T) {
 	f := migFixture(t)
 	root := filepath.Join(t.TempDir(), "kcache")
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	before := snapshotTree(t, f.Root)
 	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, DryRun: true, RemoveSource: true, LockTimeout: time.Second})
 	if err != nil {
@@ -238,7 +237,7 @@ func TestMigrateWaitsForKtstrWriterLock(t *testing.T) {
 	keys := migKeys(f.Valid)
 	held := keys[len(keys)-1] // the last key, so Progress says when migrate reaches it
 	lockPath := migrate.LockPath(f.Root, held)
-	c := mustOpen(t.TempDir(), &kcache.Options{Warn: io.Discard})
+	c := mustOpen(t.TempDir(), &kcache.Options{})
 
 	h := procStartHelper(t, "holdflock", lockPath, "exclusive")
 	h.expectLine("ready")
@@ -286,7 +285,7 @@ func TestMigrateWaitsForKtstrWriterLock(t *testing.T) {
 func TestMigrateRemoveSource(t *testing.T) {
 	f := migFixture(t)
 	root := t.TempDir()
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	keys := migKeys(f.Valid)
 	damaged, inUse := keys[1], keys[2]
 	if _, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second}); err != nil {

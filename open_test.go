@@ -2,6 +2,11 @@ package kcache_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,78 +15,94 @@ import (
 	"github.com/kcache/kcache"
 )
 
-// TestOpenRejectsEmptyRoot: an empty root fails at Open, before any call can
-// scatter files into the current directory.
-func TestOpenRejectsEmptyRoot(t *testing.T) {
-	t.Chdir(t.TempDir())
+// mustOpen is kcache.Open for tests, whose roots are temporary directories:
+// an error there is a bug in the test, so it panics with it.
+func mustOpen(root string, opt *kcache.Options) *kcache.Cache {
+	c, err := kcache.Open(root, opt)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// TestOpenRejectsEmptyAndNonDirectoryRoots: Open fails at once on an empty
+// root and on a root that is a regular file, and creates nothing.
+func TestOpenRejectsEmptyAndNonDirectoryRoots(t *testing.T) {
 	if c, err := kcache.Open("", nil); err == nil {
-		t.Fatalf("Open(\"\") = %v, want an error", c.Root())
+		t.Fatalf("Open(\"\") = %v, nil; want an error", c.Root())
 	}
-	if ents, _ := os.ReadDir("."); len(ents) != 0 {
-		t.Errorf("Open(\"\") created %d entries in the current directory", len(ents))
-	}
-}
-
-// TestOpenRejectsRegularFile: a root that exists and is not a directory
-// fails at Open, and the file is left as it was.
-func TestOpenRejectsRegularFile(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(f, []byte("not a cache"), 0o644); err != nil {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, []byte("someone's file\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err := kcache.Open(f, nil)
-	if err == nil {
-		t.Fatalf("Open(%s) = cache at %s, want an error", f, c.Root())
+	_, err := kcache.Open(file, nil)
+	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("Open(<a regular file>) = %v; want an error naming it as not a directory", err)
 	}
-	if !strings.Contains(err.Error(), f) {
-		t.Errorf("error %q does not name %s", err, f)
+	if data, _ := os.ReadFile(file); string(data) != "someone's file\n" {
+		t.Errorf("Open changed the file: %q", data)
 	}
-	if b, _ := os.ReadFile(f); string(b) != "not a cache" {
-		t.Errorf("the file was changed: %q", b)
+	// A root that does not exist yet is fine, and Open creates nothing.
+	missing := filepath.Join(t.TempDir(), "later")
+	if _, err := kcache.Open(missing, nil); err != nil {
+		t.Fatalf("Open(<missing dir>) = %v", err)
 	}
-}
-
-// TestOpenMissingRootCreatesNothing: a root that does not exist yet is
-// accepted, and Open alone creates nothing.
-func TestOpenMissingRootCreatesNothing(t *testing.T) {
-	parent := t.TempDir()
-	if _, err := kcache.Open(filepath.Join(parent, "cache"), nil); err != nil {
-		t.Fatal(err)
-	}
-	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
-		t.Errorf("Open created %d entries under %s", len(ents), parent)
+	if _, err := os.Lstat(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open created %s (lstat: %v)", missing, err)
 	}
 }
 
-// TestRelativeRootGivesAbsolutePaths: a relative root is made absolute at
-// Open, so the paths an entry reports stay valid after a chdir.
-func TestRelativeRootGivesAbsolutePaths(t *testing.T) {
+// TestOpenRelativeRootGivesAbsolutePaths: a relative root is made absolute
+// once, so Root, IndexPath, LockPath, BlobPath and a looked-up entry's paths
+// are absolute and stay valid after a chdir.
+func TestOpenRelativeRootGivesAbsolutePaths(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	c, err := kcache.Open("rr", &kcache.Options{Warn: os.Stderr})
+	c, err := kcache.Open("rr", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := filepath.Join(dir, "rr"); c.Root() != want {
-		t.Errorf("Root() = %s, want %s", c.Root(), want)
+	want := filepath.Join(dir, "rr")
+	if c.Root() != want {
+		t.Errorf("Root() = %q; want %q", c.Root(), want)
 	}
-	src := t.TempDir()
-	img := writeFile(t, src, "bzImage", []byte("relative root image"))
-	vml := writeFile(t, src, "vmlinux", []byte("not an ELF"))
-	if _, err := c.Store(context.Background(), "k", kcache.Artifacts{Image: img, Vmlinux: vml}, tarball); err != nil {
+	for _, p := range []string{c.IndexPath(), c.LockPath("k"), c.BlobPath(strings.Repeat("a", 64))} {
+		if !filepath.IsAbs(p) || !strings.HasPrefix(p, want+"/") {
+			t.Errorf("path %q is not absolute under %s", p, want)
+		}
+	}
+	img := filepath.Join(dir, "bzImage")
+	if err := os.WriteFile(img, []byte("image bytes"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.Store(t.Context(), "k", kcache.Artifacts{Image: img}, kcache.Metadata{Arch: "x86_64", ImageName: "bzImage", Source: kcache.Source{Type: "tarball"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
 	e, err := c.Lookup(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{c.Root(), c.IndexPath(), c.LockPath("k"), c.BlobPath(e.Image.Digest), e.ImagePath, e.VmlinuxPath} {
-		if !filepath.IsAbs(p) {
-			t.Errorf("%s is not absolute", p)
-		}
+	if !filepath.IsAbs(e.ImagePath) {
+		t.Fatalf("ImagePath %q is not absolute", e.ImagePath)
 	}
-	t.Chdir(t.TempDir())
-	if b, err := os.ReadFile(e.ImagePath); err != nil || string(b) != "relative root image" {
-		t.Errorf("after chdir, %s: %q, %v", e.ImagePath, b, err)
+	if data, err := os.ReadFile(e.ImagePath); err != nil || string(data) != "image bytes" {
+		t.Errorf("read %s after a chdir: %q, %v", e.ImagePath, data, err)
 	}
 }
+
+// warnLogger writes each log record's message on a line of its own, as
+// the CLI prints warnings, so tests can look for them in w.
+func warnLogger(w io.Writer) *slog.Logger {
+	return slog.New(lineHandler{w})
+}
+
+type lineHandler struct{ w io.Writer }
+
+func (h lineHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h lineHandler) Handle(_ context.Context, r slog.Record) error {
+	_, err := fmt.Fprintf(h.w, "kcache: warning: %s\n", r.Message)
+	return err
+}
+func (h lineHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h lineHandler) WithGroup(string) slog.Handler      { return h }

@@ -62,7 +62,7 @@ func procRunRole(role string, args []string) error {
 		return fmt.Errorf("bad helper arguments %q", args)
 	}
 	args = args[1:]
-	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1, "holdstaging": 2, "holdflock": 2, "hold": 2}
+	need := map[string]int{"reader": 2, "writer": 5, "storer": 6, "holdshared": 2, "holdindex": 1, "holdstaging": 2, "holdflock": 2}
 	if n, ok := need[role]; !ok {
 		return fmt.Errorf("unknown role")
 	} else if len(args) != n {
@@ -86,8 +86,6 @@ func procRunRole(role string, args []string) error {
 		return procRoleHoldStaging(args[0], args[1])
 	case "holdflock":
 		return procRoleHoldFlock(args[0], args[1])
-	case "hold":
-		return procRoleHold(args[0], args[1])
 	default:
 		return procRoleHoldIndex(args[0])
 	}
@@ -96,7 +94,7 @@ func procRunRole(role string, args []string) error {
 // procHelperCache opens the cache quietly (the test vmlinux is not an ELF, so
 // every store and lookup would warn that it is unstripped).
 func procHelperCache(root string) *kcache.Cache {
-	return mustOpen(root, &kcache.Options{Warn: io.Discard})
+	return mustOpen(root, &kcache.Options{})
 }
 
 // procRoleReader looks key up and reads both blobs in a loop, checking every
@@ -888,7 +886,7 @@ func procSortByStoredAt(t *testing.T, rs []procStorerReport) []procStorerReport 
 func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 	const key = "held-shared"
 	root, work := t.TempDir(), t.TempDir()
-	c := mustOpen(root, &kcache.Options{StoreLockTimeout: time.Second, Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{StoreLockTimeout: time.Second})
 	old, err := procStoreGen(c, key, work, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -943,7 +941,7 @@ func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 func TestProcessIndexHolderMakesOperationsFailNotHang(t *testing.T) {
 	const key = "index-held"
 	root, work := t.TempDir(), t.TempDir()
-	c := mustOpen(root, &kcache.Options{IndexTimeout: 500 * time.Millisecond, Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{IndexTimeout: 500 * time.Millisecond})
 	old, err := procStoreGen(c, key, work, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -73,8 +73,8 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 			rep.Bytes += n
 		}
 		failpoint.Hit(failpoint.PullAfterBlobs)
-		again, err := retry.again(ctx, c.install(ctx, st, rec, bs))
-		if again {
+		err := c.install(ctx, st, rec, bs)
+		if retry.again(ctx, &err) {
 			continue
 		}
 		if err != nil {
@@ -225,7 +225,7 @@ func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record, bs 
 
 // LookupRemote is Lookup that, when key has no local entry, pulls it from r
 // and looks it up again. Failures of the remote are warnings (on
-// Options.Warn) and leave the miss; a key the remote lacks is a quiet miss.
+// Options.Logger) and leave the miss; a key the remote lacks is a quiet miss.
 // A corrupt local entry is reported as such, not replaced. r may be nil.
 func (c *Cache) LookupRemote(ctx context.Context, r remote.Remote, key string) (*Entry, error) {
 	e, err := c.lookup(ctx, key)

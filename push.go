@@ -45,7 +45,7 @@ func (c *Cache) Push(ctx context.Context, r remote.Remote, key string, opt Trans
 			return rep, fmt.Errorf("push %q: %w", key, err)
 		}
 		if err := blobstore.VerifyReader(files[i], b.Digest); err != nil {
-			return rep, fmt.Errorf("push %q: %s blob %s: %w; the local copy is damaged, nothing was published (run `kcache verify --deep %s`)", key, b.Role, files[i].Name(), err, key)
+			return rep, fmt.Errorf("push %q: %s blob %s: %w; the local copy is damaged, nothing was published", key, b.Role, files[i].Name(), err)
 		}
 		if _, err := files[i].Seek(0, io.SeekStart); err != nil {
 			return rep, fmt.Errorf("push %q: rewind %s: %w", key, files[i].Name(), err)

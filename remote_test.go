@@ -190,7 +190,7 @@ func TestRemoteFailuresLeaveLocalCacheAlone(t *testing.T) {
 	srv := s3test.Start(t)
 	var warn bytes.Buffer
 	root := filepath.Join(t.TempDir(), "cache")
-	c := mustOpen(root, &kcache.Options{Warn: &warn})
+	c := mustOpen(root, &kcache.Options{Logger: warnLogger(&warn)})
 	storeKernel(t, c, "here", "image ", "", tarball)
 	before, err := os.ReadFile(c.IndexPath())
 	if err != nil {
@@ -258,7 +258,7 @@ func TestPullMissingKeyAndHostileManifest(t *testing.T) {
 	if _, err := c.Pull(bg, r, "absent", kcache.TransferOptions{}); !errors.Is(err, remote.ErrNotFound) {
 		t.Errorf("pull of an absent key: %v, want remote.ErrNotFound", err)
 	}
-	quiet := mustOpen(root, &kcache.Options{Warn: &warn})
+	quiet := mustOpen(root, &kcache.Options{Logger: warnLogger(&warn)})
 	if _, err := quiet.LookupRemote(bg, r, "absent"); !errors.Is(err, kcache.ErrNotFound) || warn.Len() != 0 {
 		t.Errorf("LookupRemote of a key nobody has: %v, warning %q; want a quiet miss", err, warn.String())
 	}
@@ -321,7 +321,7 @@ func TestPullLocksOnlyToInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(t.TempDir(), "cache")
-	b := mustOpen(root, &kcache.Options{Warn: &bytes.Buffer{}, StoreLockTimeout: 300 * time.Millisecond})
+	b := mustOpen(root, &kcache.Options{StoreLockTimeout: 300 * time.Millisecond})
 	storeKernel(t, b, "k", "old image ", "", tarball)
 	l, err := b.AcquireShared(context.Background(), "k", kcache.LockOptions{})
 	if err != nil {

@@ -38,9 +38,9 @@ type Removal struct {
 	IndexHeld time.Duration `json:"index_held_ns"`
 }
 
-// RemoveOptions tune removeVictims.
+// RemoveOptions tune Remove (and the removals of Clean and GC).
 type RemoveOptions struct {
-	// Force removes pinned entries too (rm --force).
+	// Force removes pinned entries too.
 	Force bool
 }
 

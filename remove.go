@@ -9,26 +9,6 @@ import (
 	"github.com/kcache/kcache/lock"
 )
 
-// ErrPinned is matched by errors for pinned entries that a removal skipped.
-var ErrPinned = errors.New("entry is pinned")
-
-// PinnedError is a pinned entry that Remove left alone.
-type PinnedError struct {
-	Key    string
-	Reason string
-}
-
-func (e *PinnedError) Error() string {
-	why := ""
-	if e.Reason != "" {
-		why = fmt.Sprintf(" (%s)", e.Reason)
-	}
-	return fmt.Sprintf("cache entry %q is pinned%s; `kcache rm --force %s` removes it anyway, `kcache unpin %s` releases the pin", e.Key, why, e.Key, e.Key)
-}
-
-// Is makes errors.Is(err, ErrPinned) true.
-func (e *PinnedError) Is(target error) bool { return target == ErrPinned }
-
 // Remove deletes the entry under key and every blob no other entry uses. It
 // does not wait: an entry whose lock anyone holds (a harness booting it, a
 // store replacing it) is left alone and the error (ErrInUse) names the

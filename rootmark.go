@@ -22,7 +22,7 @@ import (
 const markerName = ".kcache-root"
 
 // markerContent explains the file to whoever finds it.
-const markerContent = "This directory is a kcache cache root. kcache doctor relies on this file; do not remove it.\n"
+const markerContent = "This directory is a kcache cache root. kcache's repairs rely on this file; do not remove it.\n"
 
 func (c *Cache) markerPath() string { return filepath.Join(c.root, markerName) }
 

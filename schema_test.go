@@ -85,7 +85,7 @@ func TestSchemaV1IndexUpgradedOnOpen(t *testing.T) {
 	old := downgradeToV1(t, root)
 	bak := filepath.Join(root, "index.db.v1.bak")
 
-	ro := mustOpen(root, &kcache.Options{ReadOnly: true, Warn: &bytes.Buffer{}})
+	ro := mustOpen(root, &kcache.Options{ReadOnly: true})
 	l, err := ro.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatalf("read-only list of a v1 index: %v", err)
@@ -101,7 +101,7 @@ func TestSchemaV1IndexUpgradedOnOpen(t *testing.T) {
 	}
 
 	var warn bytes.Buffer
-	c = mustOpen(root, &kcache.Options{Warn: &warn})
+	c = mustOpen(root, &kcache.Options{Logger: warnLogger(&warn)})
 	l, err = c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatalf("list of a v1 index: %v", err)

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -223,7 +222,7 @@ func lastUsedOf(t *testing.T, c *kcache.Cache, key string) time.Time {
 func TestReadOnlyWritesNothing(t *testing.T) {
 	c, root := newCache(t)
 	storeImage(t, c, "k", []byte("image"), nil)
-	ro := mustOpen(root, &kcache.Options{ReadOnly: true, Warn: io.Discard})
+	ro := mustOpen(root, &kcache.Options{ReadOnly: true})
 	before := snapshotTree(t, root)
 
 	if _, err := ro.Lookup(context.Background(), "k"); err != nil {
@@ -424,7 +423,7 @@ func TestStatsCounters(t *testing.T) {
 	_, _ = c.Lookup(context.Background(), "in/valid")
 	want(2, 3, 0)
 
-	ro := mustOpen(root, &kcache.Options{ReadOnly: true, Warn: io.Discard})
+	ro := mustOpen(root, &kcache.Options{ReadOnly: true})
 	_, _ = ro.Lookup(context.Background(), "k")
 	_, _ = ro.Lookup(context.Background(), "nope")
 	want(2, 3, 0)

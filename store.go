@@ -108,8 +108,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 			failpoint.Hit(failpoint.StoreBeforeCommit)
 			return released, err
 		})
-		again, err := retry.again(ctx, err)
-		if again {
+		if retry.again(ctx, &err) {
 			continue
 		}
 		if err != nil {
@@ -122,11 +121,12 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 // dyingRetry paces the retries of a write whose blobs vanished under it. A
 // blob the write found present (deduplicated, or already local) can be
 // removed by a concurrent rm or gc before the write's transaction references
-// it: either already gone (index.ErrBlobVanished) or released and about to
-// be unlinked (index.ErrBlobDying). Both resolve by waiting briefly and
-// writing the blobs again, until a remover that died with the blob marked
-// dying has been given up on. Nothing else is retried: any other missing
-// file is a real error, and retrying it would only delay it.
+// it: either already gone (index.ErrBlobVanished, from Put's presence
+// check) or released and about to be unlinked (index.ErrBlobDying). Only
+// those two are retried: any other error, a missing file elsewhere (the
+// root, an input) included, is returned at once. Both resolve by waiting briefly and writing
+// the blobs again, until a remover that died with the blob marked dying has
+// been given up on.
 type dyingRetry struct {
 	deadline time.Time
 	n        int
@@ -137,20 +137,21 @@ func newDyingRetry() *dyingRetry {
 }
 
 // again reports whether err is such a vanished blob and there is time left,
-// and then waits before the next attempt. When it does not retry it returns
-// the error to report: err, or ctx's error if ctx ended the wait.
-func (r *dyingRetry) again(ctx context.Context, err error) (bool, error) {
-	if !(errors.Is(err, index.ErrBlobVanished) || errors.Is(err, index.ErrBlobDying)) || !time.Now().Before(r.deadline) {
-		return false, err
+// and then waits before the next attempt.
+//
+// When ctx ends during the wait, *err becomes ctx's error (wrapping the
+// vanished blob's) and again returns false.
+func (r *dyingRetry) again(ctx context.Context, err *error) bool {
+	if !(errors.Is(*err, index.ErrBlobVanished) || errors.Is(*err, index.ErrBlobDying)) || !time.Now().Before(r.deadline) {
+		return false
 	}
 	r.n++
-	t := time.NewTimer(min(time.Duration(r.n)*20*time.Millisecond, 500*time.Millisecond))
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false, fmt.Errorf("%w (while waiting to retry after: %v)", ctx.Err(), err)
-	case <-t.C:
-		return true, nil
+		*err = fmt.Errorf("%w (while waiting to retry: %w)", ctx.Err(), *err)
+		return false
+	case <-time.After(min(time.Duration(r.n)*20*time.Millisecond, 500*time.Millisecond)):
+		return true
 	}
 }
 
@@ -324,7 +325,7 @@ func (c *Cache) stageVmlinux(ctx context.Context, st *staging, f *os.File, rec *
 	} else if err := ctx.Err(); err != nil {
 		return w, fmt.Errorf("strip vmlinux: %w", err) // cancelled, not unstrippable
 	} else {
-		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), which shows as vmlinux_stripped=false in `kcache list --json`",
+		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), recorded as vmlinux_stripped=false",
 			rec.Key, f.Name(), stripErr, size)
 		if err := w.Reset(); err != nil {
 			return w, fmt.Errorf("copy vmlinux to cache: %w", err)

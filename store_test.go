@@ -40,7 +40,7 @@ func newCache(t testing.TB) (*kcache.Cache, string) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "cache")
 	var warn bytes.Buffer
-	return mustOpen(root, &kcache.Options{Warn: &warn}), root
+	return mustOpen(root, &kcache.Options{Logger: warnLogger(&warn)}), root
 }
 
 func TestStoreLookupRoundTrip(t *testing.T) {
@@ -263,7 +263,7 @@ func TestListOrderAndCorruption(t *testing.T) {
 func TestUnstrippedLookupWarnsEveryTime(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "c")
 	var warn bytes.Buffer
-	c := mustOpen(root, &kcache.Options{Warn: &warn})
+	c := mustOpen(root, &kcache.Options{Logger: warnLogger(&warn)})
 	src := t.TempDir()
 	if _, err := c.Store(context.Background(), "k", kcache.Artifacts{
 		Image: writeFile(t, src, "i", []byte("i")), Vmlinux: writeFile(t, src, "v", []byte("v")),

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -140,7 +141,7 @@ func (t *Tx) Put(rec *Record, exists func(digest string) bool) (released []strin
 			ok = false
 		}
 		if !ok && !exists(d) {
-			return nil, fmt.Errorf("put %q: blob %s: %w", rec.Key, d, ErrBlobVanished)
+			return nil, fmt.Errorf("put %q: blob %s: %w: %w", rec.Key, d, ErrBlobVanished, os.ErrNotExist)
 		}
 	}
 	var old *Record

@@ -70,12 +70,10 @@ var (
 	// ErrBlobDying means a blob was released by a removal that has not
 	// unlinked its file yet; the caller waits and writes the blob again.
 	ErrBlobDying = errors.New("blob is being removed")
-	// ErrBlobVanished means Put found a blob the index does not reference
-	// missing from disk: a concurrent removal unlinked a blob the caller
-	// deduplicated against. Like ErrBlobDying, the caller writes it again.
-	// It is deliberately not an fs.ErrNotExist, so that a retry loop never
-	// mistakes any missing file (a missing root, say) for this race.
-	ErrBlobVanished = errors.New("blob vanished while being written")
+	// ErrBlobVanished means Put found no file for a blob the index does
+	// not reference yet: a concurrent removal unlinked it after the writer
+	// found it present. It also matches os.ErrNotExist.
+	ErrBlobVanished = errors.New("blob file vanished")
 )
 
 // SchemaOldError is an index file with an older schema than SchemaVersion.
@@ -136,8 +134,18 @@ func (d *DB) Path() string { return d.path }
 // replaced file. Open notices (the path names another inode than before the
 // wait) and opens again, so nothing is ever written to a file that is no
 // longer the index.
+//
+// Each replacement means a doctor finished one rebuild, so Open keeps trying
+// for as long as it may wait for the lock at all (opt.Timeout): a writer
+// beside doctors rebuilding back to back must get its turn, not give up
+// after a fixed number of replacements.
 func Open(path string, opt Options) (*DB, error) {
-	for range 5 {
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	for try := 0; try < 5 || time.Now().Before(deadline); try++ {
 		before, _ := os.Stat(path)
 		db, err := openOnce(path, opt)
 		if err != nil {

@@ -30,7 +30,7 @@ func CheckLocalFS(path string) error {
 		err := unix.Statfs(p, &st)
 		if err == nil {
 			if name, bad := remoteFS[int64(st.Type)]; bad {
-				return fmt.Errorf("lockfile %s is on %s, where flock(2) does not reliably exclude other machines or processes; put the cache on a local filesystem (set KCACHE_DIR or --root)", path, name)
+				return fmt.Errorf("lockfile %s is on %s, where flock(2) does not reliably exclude other machines or processes; put the cache on a local filesystem", path, name)
 			}
 			return nil
 		}

@@ -6,7 +6,7 @@
 // from /proc/locks (see Holders). The package knows nothing about cache keys:
 // callers pass a short description ("cache entry \"k\"") that errors repeat.
 //
-// DESIGN.md named github.com/gofrs/flock for this job. The package now calls
+// The project's design named github.com/gofrs/flock for this job. The package now calls
 // flock(2) itself on a file it opens, because kcache run must hand the lock's
 // open file description to its command (File, Detach) so the lock outlives a
 // killed kcache, and shared locks must open the file read-only so a user who

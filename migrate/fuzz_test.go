@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kcache/kcache"
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/migrate"
 )
@@ -21,7 +20,7 @@ var kinds = map[string]bool{
 // FuzzParseMetadata: ParseMetadata never panics; it returns exactly one of
 // metadata or a corruption whose kind is one of the documented words and
 // agrees with ClassifyReason of its reason; and an accepted document,
-// written back the way export writes it (kcache.MarshalKtstrMetadata),
+// written back the way export writes it (MarshalMetadata of MetadataOf the record),
 // parses to the same metadata. Seeded with the test documents.
 func FuzzParseMetadata(f *testing.F) {
 	for _, s := range []string{
@@ -56,7 +55,7 @@ func FuzzParseMetadata(f *testing.F) {
 			HasVmlinux: m.HasVmlinux, VmlinuxStripped: m.VmlinuxStripped,
 			SourceVmlinuxSize: m.SourceVmlinuxSize, SourceVmlinuxMtimeSecs: m.SourceVmlinuxMtimeSecs,
 		}
-		out, err := kcache.MarshalKtstrMetadata(rec)
+		out, err := migrate.MarshalMetadata(migrate.MetadataOf(rec))
 		if err != nil {
 			t.Fatalf("accepted metadata does not marshal: %v", err)
 		}

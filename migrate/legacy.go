@@ -1,5 +1,5 @@
 // Package migrate reads the kernel cache of the test tool ktstr (one
-// directory per entry with a metadata.json; reference/ktstr-cache.md §1) so
+// directory per entry with a metadata.json) so
 // that kcache can import it. It only reads: it yields parsed legacy entries
 // and the caller (kcache.(*Cache).Migrate) stores them and owns the locking
 // protocol. It never imports the root package.
@@ -143,7 +143,7 @@ func ResolveKtstrRoot() (string, error) {
 		return filepath.Join(v, "ktstr", "kernels"), nil
 	}
 	home, ok := os.LookupEnv("HOME")
-	bypass := "set KTSTR_CACHE_DIR to the ktstr cache directory, or XDG_CACHE_HOME (ktstr's cache is then $XDG_CACHE_HOME/ktstr/kernels), or pass --from"
+	bypass := "set KTSTR_CACHE_DIR to the ktstr cache directory, or XDG_CACHE_HOME (ktstr's cache is then $XDG_CACHE_HOME/ktstr/kernels), or name the source directory explicitly"
 	switch {
 	case !ok || !utf8.ValidString(home):
 		return "", fmt.Errorf("%w: HOME is unset, so ktstr's default cache $HOME/.cache/ktstr/kernels is unknown; %s", ErrRoot, bypass)

@@ -4,7 +4,23 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/kcache/kcache/index"
 )
+
+// MetadataOf returns the ktstr metadata of a kcache record, as export
+// writes it: kcache's kconfig_hash is ktstr's ktstr_kconfig_hash; the
+// fields kcache adds (digests, build ID, stored_at, ...) have no place in
+// it and are left out.
+func MetadataOf(rec *index.Record) *Metadata {
+	return &Metadata{
+		Version: rec.Version, Source: Source(rec.Source), Arch: rec.Arch,
+		ImageName: rec.ImageName, ConfigHash: rec.ConfigHash, BuiltAt: rec.BuiltAt,
+		KtstrKconfigHash: rec.KconfigHash, HasVmlinux: rec.HasVmlinux,
+		VmlinuxStripped:   rec.HasVmlinux && rec.VmlinuxStripped,
+		SourceVmlinuxSize: rec.SourceVmlinuxSize, SourceVmlinuxMtimeSecs: rec.SourceVmlinuxMtimeSecs,
+	}
+}
 
 // MarshalMetadata returns m as ktstr writes metadata.json: pretty printed
 // with a 2-space indent, keys in ktstr's order, every optional key present

@@ -16,7 +16,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -51,7 +50,7 @@ func run(args []string) error {
 	if direct {
 		return runDirect(n, ktstr, kroot)
 	}
-	c, err := kcache.Open(kroot, &kcache.Options{Warn: io.Discard})
+	c, err := kcache.Open(kroot, &kcache.Options{})
 	if err != nil {
 		return err
 	}

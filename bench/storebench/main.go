@@ -13,7 +13,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -56,7 +55,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		c, err := kcache.Open(args[1], &kcache.Options{Warn: io.Discard})
+		c, err := kcache.Open(args[1], &kcache.Options{})
 		if err != nil {
 			return err
 		}

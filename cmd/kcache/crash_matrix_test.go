@@ -611,7 +611,7 @@ func TestCrashRandomKill(t *testing.T) {
 	in := crashInputs{dir: t.TempDir()}
 	root := t.TempDir()
 	keys := []string{"k0", "k1", "k2", "k3", "k4"}
-	lib := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	lib := mustOpen(root, &kcache.Options{})
 	built := 0
 	storeArgv := func(key string) []string {
 		built++

@@ -54,9 +54,10 @@ entry was in use, else 3 if one was not found.`,
 				return err
 			}
 			code := exitOK
-			for _, f := range rep.Failed {
+			for i, f := range rep.Failed {
 				_, c := errorKind(f.Err)
 				code = worse(code, c)
+				rep.Failed[i].Error = errText(f.Err)
 			}
 			if asJSON {
 				if err := writeJSON(a.stdout, rep); err != nil {

@@ -7,7 +7,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,7 +107,7 @@ func TestCLIGCDryRunThenRealRunWithEntryInUse(t *testing.T) {
 	root := cliNewRoot(t)
 	gcCLIStoreN(t, root, 8)
 	cliOK(t, root, "pin", "e0")
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	run := rpStart(t, root, "run", "e1", "--", "sleep", "30")
 	rpEventually(t, "kcache run holds e1", func() bool {
 		if run.exited() {
@@ -321,7 +320,7 @@ func TestCLICleanDryRunAndInUse(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "would remove 3 entries") {
 		t.Fatalf("clean --dry-run: exit %d\n%s", code, stdout)
 	}
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	run := rpStart(t, root, "run", "e1", "--", "sleep", "30")
 	rpEventually(t, "kcache run holds e1", func() bool {
 		if run.exited() {

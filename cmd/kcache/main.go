@@ -59,7 +59,7 @@ type app struct {
 
 // cache opens the cache at --root or the resolved default root.
 func (a *app) cache() (*kcache.Cache, error) {
-	opt := &kcache.Options{Warn: a.stderr, IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout, ReadOnly: a.readOnly}
+	opt := &kcache.Options{Logger: newLineLogger(a.stderr), IndexTimeout: a.indexTimeout, StoreLockTimeout: a.lockTimeout, ReadOnly: a.readOnly}
 	if a.root != "" {
 		return kcache.Open(a.root, opt)
 	}
@@ -84,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	code := exitCode(err)
 	var ec *exitCodeError
 	if !errors.As(err, &ec) || ec.err != nil {
-		fmt.Fprintf(stderr, "kcache: %v\n", err)
+		fmt.Fprintf(stderr, "kcache: %s\n", errText(err))
 		if code == exitUsage && !errors.Is(err, kcache.ErrInvalid) {
 			fmt.Fprintln(stderr, "run 'kcache --help' for usage")
 		}

@@ -73,7 +73,7 @@ holds the error, null on success), then the error on stderr.`,
 			case asJSON:
 				var msg *string
 				if err != nil {
-					s := err.Error()
+					s := errText(err)
 					msg = &s
 				}
 				if werr := writeJSON(a.stdout, migrateJSON{r, msg}); werr != nil && err == nil {

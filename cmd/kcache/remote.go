@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kcache/kcache"
+	"github.com/kcache/kcache/internal/units"
 	"github.com/kcache/kcache/remote"
 	"github.com/spf13/cobra"
 )
@@ -130,7 +131,7 @@ func newTransferProgress(w io.Writer, verb string) func(kcache.TransferProgress)
 }
 
 func (p *transferProgress) show(t kcache.TransferProgress) {
-	fmt.Fprintf(p.w, "\r\x1b[K%s %s: %s %s / %s", p.verb, t.Key, t.Role, kcache.FormatSize(t.Done), kcache.FormatSize(t.Total))
+	fmt.Fprintf(p.w, "\r\x1b[K%s %s: %s %s / %s", p.verb, t.Key, t.Role, units.Size(t.Done), units.Size(t.Total))
 	if t.Done == t.Total {
 		fmt.Fprintln(p.w)
 	}
@@ -158,9 +159,9 @@ func transferKeys(a *app, asJSON bool, keys []string, do func(key string) (*kcac
 			var c int
 			res.ErrorKind, c = errorKind(err)
 			code = worse(code, c)
-			res.Error = err.Error()
+			res.Error = errText(err)
 			if !asJSON {
-				fmt.Fprintf(a.stderr, "kcache: %v\n", err)
+				fmt.Fprintf(a.stderr, "kcache: %s\n", errText(err))
 			}
 		} else if !asJSON {
 			fmt.Fprintln(a.stdout, describe(rep))
@@ -191,9 +192,9 @@ func moved(rep *kcache.TransferReport, verb string) string {
 	case n == 0:
 		return fmt.Sprintf("no blob %s (all %d already there)", verb, len(rep.Blobs))
 	case n == len(rep.Blobs):
-		return fmt.Sprintf("%d blobs, %s %s", n, kcache.FormatSize(rep.Bytes), verb)
+		return fmt.Sprintf("%d blobs, %s %s", n, units.Size(rep.Bytes), verb)
 	}
-	return fmt.Sprintf("%d of %d blobs (%s) %s, %d already there", n, len(rep.Blobs), kcache.FormatSize(rep.Bytes), verb, len(rep.Blobs)-n)
+	return fmt.Sprintf("%d of %d blobs (%s) %s, %d already there", n, len(rep.Blobs), units.Size(rep.Bytes), verb, len(rep.Blobs)-n)
 }
 
 func newPushCmd(a *app) *cobra.Command {
@@ -372,7 +373,7 @@ that cannot be used is listed last with the reason.
 				if r.Version != nil {
 					version = *r.Version
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Key, version, r.Arch, r.BuiltAt, kcache.FormatSize(size), pushed)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Key, version, r.Arch, r.BuiltAt, units.Size(size), pushed)
 			}
 			return tw.Flush()
 		},

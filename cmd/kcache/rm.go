@@ -46,9 +46,9 @@ else 3 if one was not found.`,
 					var c int
 					r.ErrorKind, c = errorKind(err)
 					code = worse(code, c)
-					r.Error = err.Error()
+					r.Error = errText(err)
 					if !asJSON {
-						fmt.Fprintf(a.stderr, "kcache: %v\n", err)
+						fmt.Fprintf(a.stderr, "kcache: %s\n", errText(err))
 					}
 				} else if !asJSON {
 					fmt.Fprintf(a.stdout, "removed %s\n", key)

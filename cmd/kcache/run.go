@@ -42,30 +42,29 @@ which should not hold the entry closes that descriptor in them.`,
 			if err != nil {
 				return err
 			}
-			// Hold counts the use (last_used, a hit or a miss), reports a
-			// key that was never stored before any lock file is created
-			// for it, and reads the entry under the lock for the paths
-			// CMD gets.
-			h, err := c.Hold(cmd.Context(), key, kcache.HoldOptions{Timeout: timeout})
+			// Hold looks the key up (a key never stored is reported
+			// before any lock file is created), takes its lock shared,
+			// reads the entry again under it and counts the use.
+			held, err := c.Hold(cmd.Context(), key, kcache.HoldOptions{Timeout: timeout})
 			if err != nil {
 				return err
 			}
-			// Until CMD has started, the lock is ours alone to drop;
+			// Until CMD has started, the hold is ours alone to drop;
 			// after that CMD shares it (ExtraFiles below) and kcache only
-			// closes its own descriptor, so the lock ends when CMD's does
+			// closes its own descriptor, so the hold ends when CMD's does
 			// — whether kcache exits normally or is killed.
 			started := false
 			defer func() {
 				if started {
-					_ = h.Detach()
+					_ = held.Detach()
 				} else {
-					_ = h.Release()
+					_ = held.Release()
 				}
 			}()
-			e := h.Entry
+			e := held.Entry
 			child := exec.Command(argv[1], argv[2:]...)
 			child.Stdin, child.Stdout, child.Stderr = os.Stdin, a.stdout, a.stderr
-			child.ExtraFiles = []*os.File{h.File()} // descriptor 3, not close-on-exec in CMD
+			child.ExtraFiles = []*os.File{held.File()} // descriptor 3, not close-on-exec in CMD
 			child.Env = append(os.Environ(), "KCACHE_KEY="+key, "KCACHE_IMAGE="+e.ImagePath, "KCACHE_VMLINUX="+e.VmlinuxPath,
 				"KCACHE_LOCK_FD=3") // ExtraFiles[0] is descriptor 3
 			sigs := make(chan os.Signal, 4)

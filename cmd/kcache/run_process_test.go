@@ -43,7 +43,7 @@ func rpStore(t *testing.T, root, key, image string) *kcache.Entry {
 	if _, stderr, code := runIn(t, root, "store", key, "--image", image, "--vmlinux", rpSample.vmlinux); code != 0 {
 		t.Fatalf("store %s: exit %d\n%s", key, code, stderr)
 	}
-	e, err := mustOpen(root, &kcache.Options{Warn: io.Discard}).Lookup(context.Background(), key)
+	e, err := mustOpen(root, &kcache.Options{}).Lookup(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestRunProcessEnvAndExitStatus(t *testing.T) {
 func TestRunProcessHoldsEntryAgainstRmAndStore(t *testing.T) {
 	const key = "run-held"
 	root := t.TempDir()
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	old := rpStore(t, root, key, rpSample.image)
 	newImage := rpOtherImage(t)
 
@@ -326,7 +326,7 @@ func TestRunProcessHoldsEntryAgainstRmAndStore(t *testing.T) {
 func TestRunProcessForwardsSIGTERM(t *testing.T) {
 	const key = "run-term"
 	root := t.TempDir()
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	rpStore(t, root, key, rpSample.image)
 
 	run := rpStart(t, root, "run", key, "--", "sleep", "30")

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kcache/kcache"
 	"github.com/kcache/kcache/index"
 	"github.com/kcache/kcache/internal/failpoint"
 )
@@ -360,5 +363,27 @@ func TestSafetyDoctorRefusesForeignRoot(t *testing.T) {
 	rep = safetyDoctor(t, root)
 	if len(rep.Foreign) != 2 { // junk2.txt moved, project kept
 		t.Errorf("doctor in a cache root without index.db: foreign %+v", rep.Foreign)
+	}
+}
+
+// TestStoreRetryHonoursContext: a store that deduplicates against a blob
+// left dying by a killed remover retries (the blob is about to vanish), but
+// only until its context ends: it then fails with the context's error
+// instead of waiting out the abandoned mark, and leaves no staging behind.
+func TestStoreRetryHonoursContext(t *testing.T) {
+	in := crashInputs{dir: t.TempDir()}
+	root := t.TempDir()
+	crashBase(t, in, root)
+	safetyKill(t, root, failpoint.UpdateAfterCommit, "rm", "b")
+	c := mustOpen(root, &kcache.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err := c.Store(ctx, "z", kcache.Artifacts{Image: in.image(t, "b", 5000)},
+		kcache.Metadata{Arch: "x86_64", ImageName: "bzImage", Source: kcache.Source{Type: "tarball"}})
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, index.ErrBlobDying) {
+		t.Fatalf("store against a dying blob with a 300 ms context = %v; want DeadlineExceeded wrapping the dying blob", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, ".tmp")); len(ents) != 0 {
+		t.Errorf(".tmp holds %d entries after the cancelled store", len(ents))
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,7 +26,7 @@ import (
 func TestSafetyRunKilledKeepsLock(t *testing.T) {
 	const key = "run-killed"
 	root := t.TempDir()
-	c := mustOpen(root, &kcache.Options{Warn: io.Discard})
+	c := mustOpen(root, &kcache.Options{})
 	rpStore(t, root, key, rpSample.image)
 
 	run := rpStart(t, root, "run", key, "--", "sh", "-c", `echo "fd=$KCACHE_LOCK_FD"; exec sleep 60`)

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/kcache/kcache"
+	"github.com/kcache/kcache/internal/crc"
 	"github.com/kcache/kcache/strip"
 	"github.com/spf13/cobra"
 )
@@ -79,7 +80,7 @@ func (sp *storeSpec) metadata() (kcache.Metadata, error) {
 		if err != nil {
 			return meta, fmt.Errorf("--config: %w", err)
 		}
-		h := kcache.CRC32Hex(data)
+		h := crc.Hex(data)
 		meta.ConfigHash = &h
 		if v, ok := strip.ConfigValue(string(data), "HZ"); ok {
 			if hz, err := strconv.ParseUint(v, 10, 64); err == nil {
@@ -247,11 +248,11 @@ func storeBatch(cmd *cobra.Command, a *app, defaults storeSpec, jsonLines, asJSO
 		if err != nil {
 			failed++
 			if asJSON {
-				if werr := enc.Encode(batchResult{Line: n, Key: sp.Key, ExitCode: exitCode(err), Error: err.Error()}); werr != nil {
+				if werr := enc.Encode(batchResult{Line: n, Key: sp.Key, ExitCode: exitCode(err), Error: errText(err)}); werr != nil {
 					return werr
 				}
 			} else {
-				fmt.Fprintf(a.stderr, "kcache: line %d: %v\n", n, err)
+				fmt.Fprintf(a.stderr, "kcache: line %d: %s\n", n, errText(err))
 			}
 			continue
 		}
@@ -355,7 +356,7 @@ func setSourceTree(meta *kcache.Metadata, tree string) error {
 // kconfigFlag turns --kconfig FILE or --kconfig-hash HEX into a hash ("" if neither).
 func kconfigFlag(file, hash string) (string, error) {
 	if file != "" {
-		h, err := kcache.CRC32File(file)
+		h, err := crc.File(file)
 		if err != nil {
 			return "", fmt.Errorf("--kconfig: %w", err)
 		}

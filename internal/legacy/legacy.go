@@ -2,9 +2,9 @@
 // the baseline that kcache's benchmarks (bench_test.go, BENCHMARKS.md) are
 // measured against. It is not used by kcache and is not the migrate reader.
 //
-// It was written from the behavioural spec in reference/ktstr-cache.md (§1
-// data model, §2.4–2.5 validation, §4 store, §5.1–5.2 lookup and list, §6.1
-// lock placement, §7 orphan sweep), not copied from ktstr. One entry is a
+// It was written from a description of ktstr's behaviour (data model,
+// validation, store, lookup and list, lock placement, orphan sweep), not
+// copied from ktstr. One entry is a
 // directory <root>/<key>/ holding the boot image, an optional vmlinux and a
 // pretty-printed metadata.json. Deliberate differences from ktstr, all to make
 // the comparison fair or the code short:

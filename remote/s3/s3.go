@@ -199,12 +199,12 @@ func (r *Remote) fail(op, name string, err error) error {
 	if errors.As(err, &uerr) {
 		err = uerr.Err // the URL repeats the object, which we name already
 	}
-	return fmt.Errorf("%s %s (endpoint %s): %w; check that the server is up and --remote-endpoint or AWS_ENDPOINT_URL names it", op, r.describe(name), r.Endpoint(), err)
+	return fmt.Errorf("%s %s (endpoint %s): %w; check that the server is up and that the endpoint (AWS_ENDPOINT_URL) names it", op, r.describe(name), r.Endpoint(), err)
 }
 
 // noBucket is the error for a bucket the endpoint does not have.
 func (r *Remote) noBucket() error {
-	return fmt.Errorf("bucket %q does not exist at %s; create it, or fix the bucket in KCACHE_REMOTE / --remote", r.bucket, r.Endpoint())
+	return fmt.Errorf("bucket %q does not exist at %s; create it, or fix the bucket in the remote URL", r.bucket, r.Endpoint())
 }
 
 // notFound tells a missing object from a missing bucket: a HEAD answer has
