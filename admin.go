@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,31 +16,31 @@ import (
 
 // Pin keeps key's entry from being collected by clean and gc. The entry must
 // exist.
-func (c *Cache) Pin(key, reason string) error {
+func (c *Cache) Pin(ctx context.Context, key, reason string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	if err := c.exists(key); err != nil {
+	if err := c.exists(ctx, key); err != nil {
 		return err
 	}
-	return c.update(func(tx *index.Tx) ([]string, error) {
+	return c.update(ctx, func(tx *index.Tx) ([]string, error) {
 		if _, err := tx.Get(key); errors.Is(err, index.ErrNotFound) {
 			return nil, &NotFoundError{Key: key}
 		}
-		return nil, tx.Pin(key, index.Pin{PinnedAt: time.Now().UTC().Format(time.RFC3339), Reason: reason})
+		return nil, tx.Pin(key, index.Pin{PinnedAt: c.now().UTC().Format(time.RFC3339), Reason: reason})
 	})
 }
 
 // Unpin removes key's pin and reports whether there was one.
-func (c *Cache) Unpin(key string) (bool, error) {
+func (c *Cache) Unpin(ctx context.Context, key string) (bool, error) {
 	if err := ValidateKey(key); err != nil {
 		return false, err
 	}
 	var had bool
-	if _, err := c.view(func(tx *index.Tx) error { had = tx.Pinned(key); return nil }); err != nil || !had {
+	if _, err := c.view(ctx, func(tx *index.Tx) error { had = tx.Pinned(key); return nil }); err != nil || !had {
 		return false, err
 	}
-	err := c.update(func(tx *index.Tx) ([]string, error) {
+	err := c.update(ctx, func(tx *index.Tx) ([]string, error) {
 		var err error
 		had, err = tx.Unpin(key)
 		return nil, err
@@ -49,9 +50,9 @@ func (c *Cache) Unpin(key string) (bool, error) {
 
 // KconfigHash returns the current kconfig hash stored in the index ("" when
 // none is set or there is no index).
-func (c *Cache) KconfigHash() (string, error) {
+func (c *Cache) KconfigHash(ctx context.Context) (string, error) {
 	var h string
-	_, err := c.view(func(tx *index.Tx) error {
+	_, err := c.view(ctx, func(tx *index.Tx) error {
 		h = tx.KconfigHash()
 		return nil
 	})
@@ -60,11 +61,11 @@ func (c *Cache) KconfigHash() (string, error) {
 
 // SetKconfigHash stores the current kconfig hash (8 lowercase hex, the
 // CRC-32 of the kconfig fragment) that list compares entries with; "" clears it.
-func (c *Cache) SetKconfigHash(h string) error {
+func (c *Cache) SetKconfigHash(ctx context.Context, h string) error {
 	if h != "" && !validHash8(h) {
 		return invalidf("kconfig hash %q is not 8 lowercase hex digits (a CRC-32)", h)
 	}
-	return c.update(func(tx *index.Tx) ([]string, error) { return nil, tx.SetKconfigHash(h) })
+	return c.update(ctx, func(tx *index.Tx) ([]string, error) { return nil, tx.SetKconfigHash(h) })
 }
 
 // HeldLock is a lock file that someone holds right now.
@@ -76,7 +77,7 @@ type HeldLock struct {
 
 // HeldLocks lists entry locks currently held and the index file's holders.
 // It reads /proc/locks once.
-func (c *Cache) HeldLocks() (entries []HeldLock, indexHolders []lock.Holder, err error) {
+func (c *Cache) HeldLocks(ctx context.Context) (entries []HeldLock, indexHolders []lock.Holder, err error) {
 	all, err := lock.ReadProcLocks()
 	if err != nil {
 		return nil, nil, err

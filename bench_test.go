@@ -119,11 +119,11 @@ func benchImpls(dir string) []*benchImpl {
 			name:  "kcache",
 			store: kstore,
 			lookup: func(key string) error {
-				_, err := c.Lookup(key)
+				_, err := c.Lookup(context.Background(), key)
 				return err
 			},
 			list: func() (int, error) {
-				l, err := c.List(kcache.ListOptions{})
+				l, err := c.List(context.Background(), kcache.ListOptions{})
 				if err != nil {
 					return 0, err
 				}
@@ -134,16 +134,16 @@ func benchImpls(dir string) []*benchImpl {
 				}
 				return len(l.Entries), nil
 			},
-			remove: func(key string) error { return c.Remove(key) },
+			remove: func(key string) error { return c.Remove(context.Background(), key, kcache.RemoveOptions{}) },
 			warm: func(keys []string) error {
 				for _, k := range keys {
-					if _, err := c.Lookup(k); err != nil {
+					if _, err := c.Lookup(context.Background(), k); err != nil {
 						return err
 					}
 				}
 				// Every later lookup must be read-only: last_used is fresh.
 				for _, k := range keys {
-					e, err := c.Lookup(k)
+					e, err := c.Lookup(context.Background(), k)
 					if err != nil {
 						return err
 					}

@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"github.com/kcache/kcache/blobstore"
 	"github.com/kcache/kcache/index"
 )
@@ -23,9 +24,9 @@ import (
 // ctime is the one the index recorded for it, reading the records of
 // digests in one index view. Unknown blobs and records without a ctime are
 // not vouched for (they are hashed).
-func (c *Cache) blobTrust(digests []string) blobstore.Trust {
+func (c *Cache) blobTrust(ctx context.Context, digests []string) blobstore.Trust {
 	known := map[string]int64{}
-	_, _ = c.view(func(tx *index.Tx) error {
+	_, _ = c.view(ctx, func(tx *index.Tx) error {
 		for _, d := range digests {
 			if ref, ok, err := tx.Blob(d); err == nil && ok && ref.Dying == "" && ref.Ctime != 0 {
 				known[d] = ref.Ctime

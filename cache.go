@@ -48,6 +48,12 @@ type Options struct {
 	// ReadOnly makes the cache never write: lookups do not record
 	// last_used, and calls that must write fail with ErrReadOnly.
 	ReadOnly bool
+	// Now is the one clock of every time the cache records or compares:
+	// stored_at, last_used, pinned_at, built_at's default, corrupt marks,
+	// gc's age and recency policies and last-gc time, the sweep's grace
+	// period. Nil means time.Now. Waits and timeouts (lock and index
+	// waits, retries) always run on the real clock.
+	Now func() time.Time
 }
 
 // Cache is a cache root. Creating one touches nothing on disk.
@@ -122,18 +128,26 @@ func (c *Cache) LockPath(key string) string {
 // BlobPath returns where the blob with the given sha256 hex digest lives.
 func (c *Cache) BlobPath(digest string) string { return c.blobs.Path(digest) }
 
+// now reads Options.Now.
+func (c *Cache) now() time.Time {
+	if c.opt.Now != nil {
+		return c.opt.Now()
+	}
+	return time.Now()
+}
+
 func (c *Cache) warnf(format string, args ...any) {
 	c.opt.Logger.Warn(fmt.Sprintf(format, args...))
 }
 
 // openIndex opens the index for one operation and explains failures.
-func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
+func (c *Cache) openIndex(ctx context.Context, readOnly bool) (*index.DB, error) {
 	if !readOnly {
 		if err := os.MkdirAll(c.root, 0o755); err != nil {
 			return nil, fmt.Errorf("create cache root %s: %w", c.root, err)
 		}
 	}
-	db, err := c.openIndexWith(index.Open, index.Options{ReadOnly: readOnly})
+	db, err := c.openIndexWith(ctx, index.Open, index.Options{ReadOnly: readOnly})
 	if err == nil && !readOnly {
 		c.ensureMarker()
 	}
@@ -146,32 +160,60 @@ func (c *Cache) openIndex(readOnly bool) (*index.DB, error) {
 // whatever the operation; a read-only cache (Options.ReadOnly) never
 // writes, so it reads the old file as it is when the index package still
 // can (index.MinReadSchema) and otherwise says how to upgrade.
-func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error), opt index.Options) (*index.DB, error) {
-	opt.Timeout = c.opt.IndexTimeout
+func (c *Cache) openIndexWith(ctx context.Context, open func(string, index.Options) (*index.DB, error), opt index.Options) (*index.DB, error) {
 	if err := c.checkIndexPath(); err != nil {
 		return nil, err
 	}
-	db, err := open(c.IndexPath(), opt)
+	db, err := c.openPolled(ctx, open, c.IndexPath(), opt)
 	if errors.Is(err, index.ErrSchemaOld) {
 		if c.opt.ReadOnly {
 			if opt.ReadOnly {
 				opt.ReadOld = true
-				db, err = open(c.IndexPath(), opt)
+				db, err = c.openPolled(ctx, open, c.IndexPath(), opt)
 			}
 			if errors.Is(err, index.ErrSchemaOld) {
 				return nil, fmt.Errorf("%w; it cannot be upgraded: %w", err, ErrReadOnly)
 			}
 		} else {
-			if uerr := c.upgradeIndex(false); uerr != nil {
+			if uerr := c.upgradeIndex(ctx, false); uerr != nil {
 				return nil, uerr
 			}
-			db, err = open(c.IndexPath(), opt)
+			db, err = c.openPolled(ctx, open, c.IndexPath(), opt)
 		}
 	}
 	if err != nil {
 		return nil, c.explainIndexErr(err)
 	}
 	return db, nil
+}
+
+// indexPollSlice is how long one open waits for the index file's lock
+// before the caller's context is checked again: bbolt's wait cannot be
+// cancelled, so a long wait is a series of short ones.
+const indexPollSlice = 100 * time.Millisecond
+
+// openPolled calls open on path (the index or a file replacing it) until
+// the file's lock is had, Options.IndexTimeout has passed (index.ErrBusy) or
+// ctx is done (its error).
+func (c *Cache) openPolled(ctx context.Context, open func(string, index.Options) (*index.DB, error), path string, opt index.Options) (*index.DB, error) {
+	deadline := time.Now().Add(c.opt.IndexTimeout)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("wait for index %s: %w", path, err)
+		}
+		// index.Options.Timeout 0 would mean its default: never pass it.
+		opt.Timeout = max(min(indexPollSlice, time.Until(deadline)), time.Millisecond)
+		db, err := open(path, opt)
+		if !errors.Is(err, index.ErrBusy) {
+			return db, err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, fmt.Errorf("wait for index %s: %w", path, cerr)
+		}
+		if !time.Now().Before(deadline) {
+			return nil, err
+		}
+	}
 }
 
 // upgradeIndex upgrades an index written by an older kcache to this one's
@@ -181,9 +223,9 @@ func (c *Cache) openIndexWith(open func(string, index.Options) (*index.DB, error
 // that no file replacement races the upgrade; migrate re-reads the version
 // under bbolt's exclusive lock, so a second process that waited finds the
 // file current and does nothing.
-func (c *Cache) upgradeIndex(held bool) error {
+func (c *Cache) upgradeIndex(ctx context.Context, held bool) error {
 	if !held {
-		gl, err := lock.AcquireWith(bg, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
+		gl, err := lock.AcquireWith(ctx, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index schema upgrade")
 		if err != nil {
 			return fmt.Errorf("upgrade index %s: %w", c.IndexPath(), err)
 		}
@@ -213,8 +255,8 @@ func (c *Cache) explainIndexErr(err error) error {
 
 // view runs fn in a read-only transaction. ok is false when there is no index
 // yet (an empty cache); fn is not called then.
-func (c *Cache) view(fn func(*index.Tx) error) (ok bool, err error) {
-	db, err := c.openIndex(true)
+func (c *Cache) view(ctx context.Context, fn func(*index.Tx) error) (ok bool, err error) {
+	db, err := c.openIndex(ctx, true)
 	if errors.Is(err, index.ErrNoIndex) {
 		return false, nil
 	}
@@ -231,19 +273,19 @@ func (c *Cache) view(fn func(*index.Tx) error) (ok bool, err error) {
 // update runs fn in a read-write transaction. Blobs that fn reports released
 // (their reference count reached zero) are unlinked after the commit, with
 // the index closed, and then forgotten (see release).
-func (c *Cache) update(fn func(*index.Tx) (released []string, err error)) error {
-	_, err := c.updateTimed(fn)
+func (c *Cache) update(ctx context.Context, fn func(*index.Tx) (released []string, err error)) error {
+	_, err := c.updateTimed(ctx, fn)
 	return err
 }
 
 // updateTimed is update that also reports how long the index file was held
 // open for writing (open, transaction, commit, close; not the unlinks).
-func (c *Cache) updateTimed(fn func(*index.Tx) (released []string, err error)) (time.Duration, error) {
+func (c *Cache) updateTimed(ctx context.Context, fn func(*index.Tx) (released []string, err error)) (time.Duration, error) {
 	if c.opt.ReadOnly {
 		return 0, ErrReadOnly
 	}
 	start := time.Now()
-	db, err := c.openIndex(false)
+	db, err := c.openIndex(ctx, false)
 	if err != nil {
 		return 0, err
 	}
@@ -260,7 +302,7 @@ func (c *Cache) updateTimed(fn func(*index.Tx) (released []string, err error)) (
 	if err != nil {
 		return held, c.explainIndexErr(err)
 	}
-	c.release(released)
+	c.release(ctx, released)
 	return held, nil
 }
 
@@ -269,7 +311,7 @@ func (c *Cache) updateTimed(fn func(*index.Tx) (released []string, err error)) (
 // a removal of thousands of entries blocks other processes only for its
 // bookkeeping; writers meanwhile refuse the dying blobs (index.ErrBlobDying).
 // Failures are warnings: the sweep finishes what is left.
-func (c *Cache) release(released []string) {
+func (c *Cache) release(ctx context.Context, released []string) {
 	if len(released) == 0 {
 		return
 	}
@@ -283,7 +325,9 @@ func (c *Cache) release(released []string) {
 		failpoint.Hit(failpoint.ReleaseAfterFirstUnlink)
 		gone = append(gone, d)
 	}
-	db, err := c.openIndex(false)
+	// The removal committed: finish its bookkeeping even if the caller's
+	// context ends now, rather than leave work for the sweep.
+	db, err := c.openIndex(context.WithoutCancel(ctx), false)
 	if err != nil {
 		c.warnf("forget released blobs: %v (the sweep will retry)", err)
 		return
@@ -314,26 +358,36 @@ func (c *Cache) acquire(ctx context.Context, key string, mode lock.Mode, timeout
 	return l, err
 }
 
-// AcquireShared takes key's lock shared, waiting up to timeout (0 means
-// DefaultSharedTimeout). Hold it while a VM boots the entry: Store, Remove
-// and GC wait for or skip entries held this way.
-func (c *Cache) AcquireShared(key string, timeout time.Duration) (*lock.Lock, error) {
-	if timeout <= 0 {
-		timeout = DefaultSharedTimeout
-	}
-	return c.acquire(context.Background(), key, lock.Shared, timeout)
+// LockOptions bound the wait for an entry lock.
+type LockOptions struct {
+	// Timeout bounds the wait; 0 means DefaultSharedTimeout for a shared
+	// lock and DefaultExclusiveTimeout for an exclusive one.
+	Timeout time.Duration
+	// NoWait makes a single attempt, failing at once with ErrInUse when
+	// the lock is held (Timeout is ignored).
+	NoWait bool
 }
 
-// AcquireExclusive takes key's lock exclusively, waiting up to timeout (0
-// means DefaultExclusiveTimeout).
-func (c *Cache) AcquireExclusive(key string, timeout time.Duration) (*lock.Lock, error) {
-	if timeout <= 0 {
-		timeout = DefaultExclusiveTimeout
+// timeout is the wait opt asks for, def when it does not say.
+func (opt LockOptions) timeout(def time.Duration) time.Duration {
+	switch {
+	case opt.NoWait:
+		return 0
+	case opt.Timeout <= 0:
+		return def
 	}
-	return c.acquire(context.Background(), key, lock.Exclusive, timeout)
+	return opt.Timeout
 }
 
-// TryAcquireExclusive makes one attempt at key's exclusive lock.
-func (c *Cache) TryAcquireExclusive(key string) (*lock.Lock, error) {
-	return c.acquire(context.Background(), key, lock.Exclusive, 0)
+// AcquireShared takes key's lock shared, waiting as opt says and until ctx
+// is done. Most harnesses want Hold, which also looks the entry up first.
+// Store, Remove and GC wait for or skip entries held this way.
+func (c *Cache) AcquireShared(ctx context.Context, key string, opt LockOptions) (*lock.Lock, error) {
+	return c.acquire(ctx, key, lock.Shared, opt.timeout(DefaultSharedTimeout))
+}
+
+// AcquireExclusive takes key's lock exclusively, waiting as opt says and
+// until ctx is done.
+func (c *Cache) AcquireExclusive(ctx context.Context, key string, opt LockOptions) (*lock.Lock, error) {
+	return c.acquire(ctx, key, lock.Exclusive, opt.timeout(DefaultExclusiveTimeout))
 }

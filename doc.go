@@ -82,4 +82,17 @@
 // Clean and GC never wait for an entry (one in use is skipped and
 // reported). Errors for a wait that ran out name the processes holding the
 // lock.
+//
+// Every *Cache method that opens the index, takes or waits for a lock, or
+// reads blobs takes a context.Context first; only the path accessors (Root,
+// IndexPath, LockPath, BlobPath) take none. A done context ends lock and
+// index waits, blob copies and hashes (checked every 32 KiB), strip and
+// every retry, with an error matching ctx.Err(); a cancelled Store removes
+// its staging directory. Work that follows a committed removal (unlinking
+// and forgetting released blobs) is finished regardless.
+//
+// Options for an operation come as one struct passed by value, each default
+// stated on its field; where zero is a meaningful value, "not set" is an
+// explicit field (LockOptions.NoWait, GCOptions.NoGrace). Options.Now is the
+// one clock of every recorded or compared time.
 package kcache

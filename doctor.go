@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -160,7 +161,7 @@ func (c *Cache) indexLockPath() string { return filepath.Join(c.root, ".locks", 
 // RebuildIndex it first builds a new index from the manifest blobs; with
 // Compact it finally rewrites a mostly free index file. On a healthy cache
 // it changes nothing.
-func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
+func (c *Cache) Doctor(ctx context.Context, opt DoctorOptions) (*DoctorReport, error) {
 	if c.opt.ReadOnly && !opt.DryRun {
 		return nil, ErrReadOnly
 	}
@@ -177,7 +178,7 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 	}
 	indexUsable := true
 	if opt.RebuildIndex {
-		rb, err := c.rebuildIndex(opt.DryRun)
+		rb, err := c.rebuildIndex(ctx, opt.DryRun)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +187,7 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		indexUsable = !opt.DryRun || rb.OldIndex == "readable"
 	}
 	if indexUsable {
-		v, err := c.checkBlobs(nil, false, opt.DryRun, nil)
+		v, err := c.checkBlobs(ctx, nil, false, opt.DryRun, nil)
 		if err != nil {
 			return nil, fmt.Errorf("doctor: %w", err)
 		}
@@ -194,7 +195,7 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 	}
 	referenced := map[string]bool{}
 	if indexUsable {
-		if _, err := c.view(func(tx *index.Tx) error {
+		if _, err := c.view(ctx, func(tx *index.Tx) error {
 			return tx.ForEach(func(_ string, rec *index.Record, err error) error {
 				if err == nil {
 					markReferenced(referenced, rec)
@@ -204,7 +205,7 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		}); err != nil {
 			return nil, fmt.Errorf("doctor: %w", err)
 		}
-		restored, err := c.restoreLost(referenced, opt.DryRun)
+		restored, err := c.restoreLost(ctx, referenced, opt.DryRun)
 		if err != nil {
 			return nil, fmt.Errorf("doctor: %w", err)
 		}
@@ -253,13 +254,13 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 	if indexUsable {
 		// Run the sweep only when it has work: even an idle sweep records
 		// its time in the index, and a healthy cache must stay untouched.
-		sr, err := c.Sweep(SweepOptions{DryRun: true})
+		sr, err := c.Sweep(ctx, SweepOptions{DryRun: true})
 		if err != nil {
 			return nil, fmt.Errorf("doctor: %w", err)
 		}
 		if len(sr.StagingRemoved) > 0 || sr.OrphansRemoved > 0 || sr.DyingFinished > 0 {
 			if !opt.DryRun {
-				if sr, err = c.Sweep(SweepOptions{}); err != nil {
+				if sr, err = c.Sweep(ctx, SweepOptions{}); err != nil {
 					return nil, fmt.Errorf("doctor: %w", err)
 				}
 			}
@@ -267,7 +268,7 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 		}
 	}
 	if opt.Compact {
-		if rep.Compact, err = c.compactIndex(opt.DryRun); err != nil {
+		if rep.Compact, err = c.compactIndex(ctx, opt.DryRun); err != nil {
 			return nil, err
 		}
 	}
@@ -277,13 +278,13 @@ func (c *Cache) Doctor(opt DoctorOptions) (*DoctorReport, error) {
 // lostManifest reads the blob d and returns its record when it is a manifest
 // that hashes to its name, decodes, has a valid key and names blobs that are
 // all present with their sizes; else nil.
-func (c *Cache) lostManifest(d string) (*index.Record, error) {
+func (c *Cache) lostManifest(ctx context.Context, d string) (*index.Record, error) {
 	size, err := c.blobs.Stat(d)
 	if err != nil || size > maxManifestSize {
 		return nil, nil
 	}
 	rec, _, err := c.readManifestBlob(d, size)
-	if rec == nil || c.blobMark(rec) != nil {
+	if rec == nil || c.blobMark(ctx, rec) != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -317,7 +318,7 @@ func (c *Cache) readManifestBlob(d string, size int64) (rec *index.Record, isMan
 // re-check inside the write transaction, so a concurrent store of the key
 // wins. A dry run only reports. The blobs of every entry it reports are
 // added to referenced, so that the caller does not count them as orphans.
-func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]RestoredEntry, error) {
+func (c *Cache) restoreLost(ctx context.Context, referenced map[string]bool, dryRun bool) ([]RestoredEntry, error) {
 	var cands []string
 	err := c.blobs.Walk(func(d string, size int64) error {
 		if !referenced[d] && size <= maxManifestSize {
@@ -329,12 +330,12 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 		return []RestoredEntry{}, err
 	}
 	best := map[string]*index.Record{}
-	_, err = c.view(func(tx *index.Tx) error {
+	_, err = c.view(ctx, func(tx *index.Tx) error {
 		for _, d := range cands {
 			if _, known, err := tx.Blob(d); err != nil || known {
 				continue
 			}
-			rec, err := c.lostManifest(d)
+			rec, err := c.lostManifest(ctx, d)
 			if err != nil {
 				return err
 			}
@@ -369,17 +370,17 @@ func (c *Cache) restoreLost(referenced map[string]bool, dryRun bool) ([]Restored
 		rec := best[k]
 		r := RestoredEntry{Key: k, Manifest: rec.Manifest.Digest, StoredAt: rec.StoredAt}
 		if dryRun {
-			_, _ = c.view(func(tx *index.Tx) error { _, err := tx.Get(k); r.Replaced = err == nil; return nil })
+			_, _ = c.view(ctx, func(tx *index.Tx) error { _, err := tx.Get(k); r.Replaced = err == nil; return nil })
 			out = append(out, r)
 			markReferenced(referenced, rec)
 			continue
 		}
-		l, err := c.acquire(bg, k, lock.Exclusive, c.opt.StoreLockTimeout)
+		l, err := c.acquire(ctx, k, lock.Exclusive, c.opt.StoreLockTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("restore %q: %w", k, err)
 		}
 		done := false
-		err = c.update(func(tx *index.Tx) ([]string, error) {
+		err = c.update(ctx, func(tx *index.Tx) ([]string, error) {
 			cur, err := tx.Get(k)
 			if err == nil && !newerRecord(rec, cur) {
 				return nil, nil // a store of the key committed meanwhile

@@ -5,6 +5,7 @@ package kcache
 // Reconciling the index with the blob directory is in doctor.go.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,11 +44,11 @@ type oldIndexState struct {
 // hard-linked to index.db.bak, so index.db always names a complete file.
 // A process that was waiting for the old file's lock notices the rename and
 // opens the new file (index.Open), so no write lands in the backup.
-func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
+func (c *Cache) rebuildIndex(ctx context.Context, dryRun bool) (*RebuildReport, error) {
 	rep := &RebuildReport{OldIndex: "missing", BadManifests: []string{}, CorruptKeys: []string{}}
 	path := c.IndexPath()
 	if !dryRun {
-		gl, err := lock.AcquireWith(bg, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index rebuild")
+		gl, err := lock.AcquireWith(ctx, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index rebuild")
 		if err != nil {
 			return nil, fmt.Errorf("rebuild index: %w", err)
 		}
@@ -57,16 +58,16 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	oldExists := false
 	if _, err := os.Stat(path); err == nil {
 		oldExists = true
-		db, err := index.Open(path, index.Options{ReadOnly: dryRun, Timeout: c.opt.IndexTimeout})
+		db, err := c.openPolled(ctx, index.Open, path, index.Options{ReadOnly: dryRun})
 		if errors.Is(err, index.ErrSchemaOld) {
 			// An older kcache's index: a dry run reads it as it is, a real
 			// rebuild upgrades it first (holding the lock taken above), so
 			// that what is carried over is read with this schema. If the
 			// upgrade fails, the file is treated as corrupt and rebuilt.
 			if dryRun {
-				db, err = index.Open(path, index.Options{ReadOnly: true, ReadOld: true, Timeout: c.opt.IndexTimeout})
-			} else if uerr := c.upgradeIndex(true); uerr == nil {
-				db, err = index.Open(path, index.Options{Timeout: c.opt.IndexTimeout})
+				db, err = c.openPolled(ctx, index.Open, path, index.Options{ReadOnly: true, ReadOld: true})
+			} else if uerr := c.upgradeIndex(ctx, true); uerr == nil {
+				db, err = c.openPolled(ctx, index.Open, path, index.Options{})
 			}
 		}
 		switch {
@@ -83,7 +84,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 		default:
 			rep.OldIndex = "corrupt"
 			if !dryRun {
-				l, err := lock.AcquireWith(bg, c.openLockFile, true, path, lock.Exclusive, c.opt.IndexTimeout, "index file "+path)
+				l, err := lock.AcquireWith(ctx, c.openLockFile, true, path, lock.Exclusive, c.opt.IndexTimeout, "index file "+path)
 				if err != nil {
 					return nil, fmt.Errorf("rebuild index: %w", err)
 				}
@@ -100,7 +101,7 @@ func (c *Cache) rebuildIndex(dryRun bool) (*RebuildReport, error) {
 	for k, rec := range recs {
 		keys = append(keys, k)
 		rec.LastUsed = old.lastUsed[k]
-		if m := c.blobMark(rec); m != nil {
+		if m := c.blobMark(ctx, rec); m != nil {
 			rec.Corrupt = m
 			rep.CorruptKeys = append(rep.CorruptKeys, k)
 		}
@@ -288,15 +289,15 @@ func (c *Cache) readIfManifest(path string) ([]byte, bool, error) {
 
 // blobMark returns a corrupt mark when an image or vmlinux blob of rec is
 // missing or has the wrong size.
-func (c *Cache) blobMark(rec *index.Record) *index.CorruptMark {
+func (c *Cache) blobMark(ctx context.Context, rec *index.Record) *index.CorruptMark {
 	uses := roleUses(rec)
 	for _, u := range uses[:len(uses)-1] { // the manifest was just read
-		f, _, err := c.checkOneBlob(u.blob.Digest, u.blob.Size, false, ctimeIgnored)
+		f, _, err := c.checkOneBlob(ctx, u.blob.Digest, u.blob.Size, false, ctimeIgnored)
 		if err != nil || f == nil {
 			continue
 		}
 		return &index.CorruptMark{Kind: f.kind, Reason: fmt.Sprintf("%s blob: %s (found by an index rebuild)", u.role, f.detail),
-			At: time.Now().UTC().Format(time.RFC3339)}
+			At: c.now().UTC().Format(time.RFC3339)}
 	}
 	return nil
 }
@@ -304,19 +305,19 @@ func (c *Cache) blobMark(rec *index.Record) *index.CorruptMark {
 // compactIndex rewrites the index file when at least half of it is free
 // pages, holding the cache-wide lock and bbolt's exclusive lock on the old
 // file (writers wait, then reopen the new file; see index.Open).
-func (c *Cache) compactIndex(dryRun bool) (*CompactReport, error) {
+func (c *Cache) compactIndex(ctx context.Context, dryRun bool) (*CompactReport, error) {
 	path := c.IndexPath()
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return &CompactReport{}, nil
 	}
 	if !dryRun {
-		gl, err := lock.AcquireWith(bg, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index compaction")
+		gl, err := lock.AcquireWith(ctx, c.openLockFile, true, c.indexLockPath(), lock.Exclusive, c.opt.IndexTimeout, "index compaction")
 		if err != nil {
 			return nil, fmt.Errorf("compact index: %w", err)
 		}
 		defer gl.Release()
 	}
-	db, err := index.Open(path, index.Options{Timeout: c.opt.IndexTimeout})
+	db, err := c.openPolled(ctx, index.Open, path, index.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("compact index: %w", c.explainIndexErr(err))
 	}

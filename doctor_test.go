@@ -49,7 +49,7 @@ func fill(t *testing.T, c *kcache.Cache, n int) map[string]index.Record {
 // cannot know when the old index is lost (last_used).
 func records(t *testing.T, c *kcache.Cache) map[string]index.Record {
 	t.Helper()
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestDoctorRebuildRestoresEveryEntry(t *testing.T) {
 		t.Run(tc, func(t *testing.T) {
 			c, root := newCache(t)
 			want := fill(t, c, 100)
-			if err := c.Pin("k007", "bisect"); err != nil {
+			if err := c.Pin(context.Background(), "k007", "bisect"); err != nil {
 				t.Fatal(err)
 			}
 			switch tc {
@@ -93,8 +93,8 @@ func TestDoctorRebuildRestoresEveryEntry(t *testing.T) {
 				if err := os.WriteFile(c.IndexPath(), garbage, 0o644); err != nil {
 					t.Fatal(err)
 				}
-				_, errList := c.List(kcache.ListOptions{})
-				_, errLookup := c.Lookup("k001")
+				_, errList := c.List(context.Background(), kcache.ListOptions{})
+				_, errLookup := c.Lookup(context.Background(), "k001")
 				_, errStore := c.Store(context.Background(), "new", kcache.Artifacts{Image: writeFile(t, t.TempDir(), "i", []byte("x"))}, tarball)
 				for name, err := range map[string]error{"list": errList, "lookup": errLookup, "store": errStore} {
 					// The error carries the file as data (the CLI adds the
@@ -106,7 +106,7 @@ func TestDoctorRebuildRestoresEveryEntry(t *testing.T) {
 					}
 				}
 			}
-			rep, err := c.Doctor(kcache.DoctorOptions{RebuildIndex: true})
+			rep, err := c.Doctor(context.Background(), kcache.DoctorOptions{RebuildIndex: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,7 +126,7 @@ func TestDoctorRebuildRestoresEveryEntry(t *testing.T) {
 					t.Errorf("entry %s rebuilt as\n%+v\nwant\n%+v", k, g, w)
 				}
 			}
-			e, err := c.Lookup("k007")
+			e, err := c.Lookup(context.Background(), "k007")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func TestDoctorRebuildRestoresEveryEntry(t *testing.T) {
 			}
 			// Refcounts are right: removing every entry leaves no blob.
 			for k := range want {
-				if err := c.Remove(k, kcache.RemoveOptions{Force: true}); err != nil {
+				if err := c.Remove(context.Background(), k, kcache.RemoveOptions{Force: true}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -166,14 +166,14 @@ func TestDoctorRebuildNewestManifestWins(t *testing.T) {
 	if err := os.Remove(c.IndexPath()); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := c.Doctor(kcache.DoctorOptions{RebuildIndex: true})
+	rep, err := c.Doctor(context.Background(), kcache.DoctorOptions{RebuildIndex: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Rebuild.Entries != 1 || rep.Rebuild.Superseded != 1 || len(rep.Orphans) != 2 {
 		t.Errorf("rebuild = %+v, orphans %+v; want 1 entry, 1 superseded, 2 orphans (old image and manifest)", rep.Rebuild, rep.Orphans)
 	}
-	e, err := c.Lookup("k")
+	e, err := c.Lookup(context.Background(), "k")
 	if err != nil || e.Image.Digest != newer.Image.Digest {
 		t.Errorf("Lookup after rebuild = %+v, %v; want the newer entry", e, err)
 	}
@@ -184,7 +184,7 @@ func TestDoctorHealthyChangesNothing(t *testing.T) {
 	fill(t, c, 5)
 	before := snapshotTree(t, root)
 	for _, opt := range []kcache.DoctorOptions{{}, {DryRun: true}, {DryRun: true, RebuildIndex: true, Compact: true}} {
-		rep, err := c.Doctor(opt)
+		rep, err := c.Doctor(context.Background(), opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,7 +198,7 @@ func TestDoctorHealthyChangesNothing(t *testing.T) {
 func TestDoctorQuarantinesForeignFilesAndMarksMissingBlobs(t *testing.T) {
 	c, root := newCache(t)
 	fill(t, c, 3)
-	e, err := c.Lookup("k001")
+	e, err := c.Lookup(context.Background(), "k001")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestDoctorQuarantinesForeignFilesAndMarksMissingBlobs(t *testing.T) {
 	sort.Strings(foreign)
 
 	before := snapshotTree(t, root)
-	dry, err := c.Doctor(kcache.DoctorOptions{DryRun: true})
+	dry, err := c.Doctor(context.Background(), kcache.DoctorOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestDoctorQuarantinesForeignFilesAndMarksMissingBlobs(t *testing.T) {
 		t.Errorf("dry run corrupt = %+v", dry.Corrupt)
 	}
 
-	rep, err := c.Doctor(kcache.DoctorOptions{})
+	rep, err := c.Doctor(context.Background(), kcache.DoctorOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestDoctorQuarantinesForeignFilesAndMarksMissingBlobs(t *testing.T) {
 	// A second run finds the entry still corrupt and the directory still
 	// there, but changes nothing.
 	before = snapshotTree(t, root)
-	rep, err = c.Doctor(kcache.DoctorOptions{})
+	rep, err = c.Doctor(context.Background(), kcache.DoctorOptions{})
 	if err != nil || len(rep.Foreign) != 1 || len(rep.Corrupt) != 1 {
 		t.Errorf("second doctor = %+v, %v", rep, err)
 	}
@@ -327,7 +327,7 @@ func TestDoctorCompact(t *testing.T) {
 	})
 	_ = db.Close()
 
-	rep, err := c.Doctor(kcache.DoctorOptions{Compact: true})
+	rep, err := c.Doctor(context.Background(), kcache.DoctorOptions{Compact: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestDoctorCompact(t *testing.T) {
 	if got := records(t, c); !reflect.DeepEqual(got, want) {
 		t.Errorf("entries changed by compaction")
 	}
-	rep, err = c.Doctor(kcache.DoctorOptions{Compact: true})
+	rep, err = c.Doctor(context.Background(), kcache.DoctorOptions{Compact: true})
 	if err != nil || rep.Compact.Compacted {
 		t.Errorf("second compaction = %+v, %v; want none (nothing free)", rep.Compact, err)
 	}

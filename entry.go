@@ -41,7 +41,7 @@ func normalizeBuiltAt(s string) (string, error) {
 }
 
 // check validates the metadata and fills defaults, returning a copy.
-func (m Metadata) check() (Metadata, error) {
+func (m Metadata) check(now time.Time) (Metadata, error) {
 	if err := ValidateImageName(m.ImageName); err != nil {
 		return m, err
 	}
@@ -73,7 +73,7 @@ func (m Metadata) check() (Metadata, error) {
 		return m, invalidf("metadata: source vmlinux size and mtime are set together or not at all")
 	}
 	if m.BuiltAt == "" {
-		m.BuiltAt = time.Now().UTC().Format("2006-01-02T15:04:05Z")
+		m.BuiltAt = now.UTC().Format("2006-01-02T15:04:05Z")
 	} else {
 		at, err := normalizeBuiltAt(m.BuiltAt)
 		if err != nil {

@@ -1,6 +1,7 @@
 package kcache_test
 
 import (
+	"context"
 	"errors"
 	"go/ast"
 	"go/parser"
@@ -81,20 +82,20 @@ func TestLibraryStringsNameNoCLI(t *testing.T) {
 // as fields, and match their sentinels.
 func TestTypedErrorsCarryData(t *testing.T) {
 	c := mustOpen(filepath.Join(t.TempDir(), "cache"), nil)
-	_, err := c.Lookup("nope")
+	_, err := c.Lookup(context.Background(), "nope")
 	var nf *kcache.NotFoundError
 	if !errors.As(err, &nf) || nf.Key != "nope" || !errors.Is(err, kcache.ErrNotFound) {
 		t.Errorf("Lookup of a missing key = %#v; want *NotFoundError{Key: nope}", err)
 	}
 	holdStore(t, c, "k", "bytes")
-	if err := c.Pin("k", "bisect base"); err != nil {
+	if err := c.Pin(context.Background(), "k", "bisect base"); err != nil {
 		t.Fatal(err)
 	}
 	var pe *kcache.PinnedError
-	if err := c.Remove("k"); !errors.As(err, &pe) || pe.Key != "k" || pe.Reason != "bisect base" || !errors.Is(err, kcache.ErrPinned) {
+	if err := c.Remove(context.Background(), "k", kcache.RemoveOptions{}); !errors.As(err, &pe) || pe.Key != "k" || pe.Reason != "bisect base" || !errors.Is(err, kcache.ErrPinned) {
 		t.Errorf("Remove of a pinned entry = %v; want *PinnedError{k, bisect base}", err)
 	}
-	e, err := c.Describe("k")
+	e, err := c.Describe(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestTypedErrorsCarryData(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ce *kcache.CorruptError
-	if _, err := c.Lookup("k"); !errors.As(err, &ce) || ce.Key != "k" || ce.Kind != "image_missing" || !errors.Is(err, kcache.ErrCorruptEntry) {
+	if _, err := c.Lookup(context.Background(), "k"); !errors.As(err, &ce) || ce.Key != "k" || ce.Kind != "image_missing" || !errors.Is(err, kcache.ErrCorruptEntry) {
 		t.Errorf("Lookup with the image gone = %v; want *CorruptError{k, image_missing}", err)
 	}
 }

@@ -65,7 +65,7 @@ func ExampleCache_Hold() {
 	}
 	defer h.Release()
 	// boot(h.Entry.ImagePath, h.Entry.VmlinuxPath) ...
-	err = c.Remove("k")
+	err = c.Remove(ctx, "k", kcache.RemoveOptions{})
 	fmt.Println("remove while held:", errors.Is(err, kcache.ErrInUse))
 	// Output: remove while held: true
 }
@@ -79,7 +79,7 @@ func ExampleCache_Lookup_miss() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	_, err = c.Lookup("6.14.2-tarball-x86_64")
+	_, err = c.Lookup(context.Background(), "6.14.2-tarball-x86_64")
 	if errors.Is(err, kcache.ErrNotFound) {
 		fmt.Println("not cached: build it")
 	}
@@ -106,7 +106,7 @@ func ExampleCache_GC() {
 		}
 	}
 	keep := 2
-	rep, err := c.GC(kcache.GCOptions{Keep: &keep})
+	rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func ExampleCache_List() {
 			log.Fatal(err)
 		}
 	}
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}

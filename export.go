@@ -2,6 +2,7 @@ package kcache
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,20 @@ type ExportFailure struct {
 	Err   error  `json:"-"` // the error itself, for errors.Is
 }
 
+// ExportOptions say what Export copies where.
+type ExportOptions struct {
+	// Keys are the entries to export; exactly one of Keys and All is set.
+	Keys []string
+	// All exports every usable entry (corrupt ones are reported as failed).
+	All bool
+	// Dir is the destination directory, created if missing; required. A
+	// relative Dir is made absolute against the current directory.
+	Dir string
+	// LockTimeout bounds the wait for ktstr's exclusive lock on an entry
+	// in Dir when Dir is a ktstr cache; 0 means Options.StoreLockTimeout.
+	LockTimeout time.Duration
+}
+
 // Export writes entries in ktstr's per-directory layout under dir, so that
 // ktstr (or anything reading its cache) can use them:
 //
@@ -70,16 +85,25 @@ type ExportFailure struct {
 //
 // The error is for failures that stop the whole export (dir cannot be
 // created, the index cannot be read); per-key failures are in the report.
-func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, error) {
-	rep := &ExportReport{Dir: dir, Exported: []ExportedEntry{}, Failed: []ExportFailure{}}
+func (c *Cache) Export(ctx context.Context, opt ExportOptions) (*ExportReport, error) {
+	keys, all := opt.Keys, opt.All
 	if all == (len(keys) > 0) {
 		return nil, invalidf("export: give either keys or all, not both or neither")
 	}
-	if dir == "" {
+	if opt.Dir == "" {
 		return nil, invalidf("export: no destination directory given")
 	}
+	dir, err := filepath.Abs(opt.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	timeout := opt.LockTimeout
+	if timeout <= 0 {
+		timeout = c.opt.StoreLockTimeout
+	}
+	rep := &ExportReport{Dir: dir, Exported: []ExportedEntry{}, Failed: []ExportFailure{}}
 	if all {
-		l, err := c.List(ListOptions{})
+		l, err := c.List(ctx, ListOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("export: %w", err)
 		}
@@ -104,7 +128,7 @@ func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, erro
 		return nil, err
 	}
 	for _, key := range keys {
-		ex, err := c.exportOne(key, dir)
+		ex, err := c.exportOne(ctx, key, dir, timeout)
 		if err != nil {
 			rep.Failed = append(rep.Failed, ExportFailure{Key: key, Error: err.Error(), Err: err})
 			continue
@@ -119,21 +143,21 @@ func (c *Cache) Export(keys []string, all bool, dir string) (*ExportReport, erro
 	return rep, nil
 }
 
-func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
+func (c *Cache) exportOne(ctx context.Context, key, dir string, timeout time.Duration) (*ExportedEntry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	// Check first without locking, so that exporting a key that was never
 	// stored creates no lock file.
-	if _, err := c.Describe(key); err != nil {
+	if _, err := c.Describe(ctx, key); err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
-	l, err := c.AcquireShared(key, 0)
+	l, err := c.AcquireShared(ctx, key, LockOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
 	defer l.Release()
-	e, err := c.Describe(key) // again under the lock: the entry a store may have replaced
+	e, err := c.Describe(ctx, key) // again under the lock: the entry a store may have replaced
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
@@ -182,7 +206,7 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 	}
 
 	final := filepath.Join(dir, key)
-	swapped, err := installExported(staging, final, dir, key, c.opt.StoreLockTimeout)
+	swapped, err := installExported(ctx, staging, final, dir, key, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("export %q: %w", key, err)
 	}
@@ -206,12 +230,12 @@ func (c *Cache) exportOne(key, dir string) (*ExportedEntry, error) {
 // is a ktstr entry (the old entry then lies in staging for the caller to
 // check and remove; swapped says so). Anything else at final is refused. In
 // a ktstr cache it holds ktstr's exclusive entry lock while doing so.
-func installExported(staging, final, dir, key string, timeout time.Duration) (swapped bool, err error) {
+func installExported(ctx context.Context, staging, final, dir, key string, timeout time.Duration) (swapped bool, err error) {
 	if fi, err := os.Stat(filepath.Join(dir, ".locks")); err == nil && fi.IsDir() {
 		// ktstr creates lock files lazily and never removes them; creating
 		// one here closes the window where a reader creates it after a
 		// mere existence check.
-		l, err := lock.Acquire(bg, migrate.LockPath(dir, key), lock.Exclusive, timeout,
+		l, err := lock.Acquire(ctx, migrate.LockPath(dir, key), lock.Exclusive, timeout,
 			fmt.Sprintf("ktstr cache entry %q in %s", key, dir))
 		if err != nil {
 			return false, err

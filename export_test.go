@@ -172,7 +172,7 @@ func TestExportKtstrLayoutExactBytes(t *testing.T) {
 		t.Fatal("the sample vmlinux was not stripped")
 	}
 	dir := filepath.Join(t.TempDir(), "ktstr")
-	rep, err := c.Export([]string{key}, false, dir)
+	rep, err := c.Export(context.Background(), kcache.ExportOptions{Keys: []string{key}, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestExportAllVariantsStrictShape(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	rep, err := c.Export(nil, true, dir)
+	rep, err := c.Export(context.Background(), kcache.ExportOptions{All: true, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestExportReplacesAndRespectsKtstrLock(t *testing.T) {
 		released <- time.Now()
 		reader.Release()
 	}()
-	rep, err := c.Export([]string{"k", "absent"}, false, dir)
+	rep, err := c.Export(context.Background(), kcache.ExportOptions{Keys: []string{"k", "absent"}, Dir: dir})
 	done := time.Now()
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +339,7 @@ func TestExportCopiesAcrossFilesystems(t *testing.T) {
 		t.Skip(err)
 	}
 	defer os.RemoveAll(dir)
-	rep, err := c.Export([]string{"k"}, false, dir)
+	rep, err := c.Export(context.Background(), kcache.ExportOptions{Keys: []string{"k"}, Dir: dir})
 	if err != nil || len(rep.Exported) != 1 || rep.Exported[0].Linked {
 		t.Fatalf("report %+v, %v; want one copied entry", rep, err)
 	}

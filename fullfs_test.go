@@ -43,7 +43,7 @@ func fullfsSHA(t *testing.T, path string) string {
 // staging leftovers and of entries not in want (partial).
 func fullfsCheck(t *testing.T, c *kcache.Cache, want map[string]string) (partial, stagingLeft int) {
 	t.Helper()
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatalf("list: %v", err)
 	}
@@ -157,7 +157,7 @@ func TestFullDisk(t *testing.T) {
 	// gc runs on the filesystem the failed store left full and frees
 	// space; then a store succeeds again.
 	keep := 2
-	rep, err := c.GC(kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond})
+	rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, NoGrace: true})
 	gcOK := err == nil
 	if err != nil {
 		t.Fatalf("gc on a full disk: %v", err)
@@ -198,7 +198,7 @@ func TestFullDisk(t *testing.T) {
 	// set differ between runs (pinning full-00 failed with "no cache
 	// entry" about one run in nine).
 	for i := range 200 { // enough pins to make bbolt grow its file
-		if err := c.Pin("full-after-gc", strings.Repeat("reason ", 50*(i+1))); err != nil {
+		if err := c.Pin(context.Background(), "full-after-gc", strings.Repeat("reason ", 50*(i+1))); err != nil {
 			pinOutcome = "failed"
 			if !errors.Is(err, syscall.ENOSPC) {
 				t.Errorf("pin on a full disk: %v (want ENOSPC)", err)
@@ -219,7 +219,7 @@ func TestFullDisk(t *testing.T) {
 	// On a disk with no free byte at all, gc must fail cleanly or work:
 	// its first step is an index transaction, and bbolt may need new pages.
 	gcFull := "ok"
-	if rep, err := c.GC(kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond}); err == nil {
+	if rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, NoGrace: true}); err == nil {
 		for _, r := range rep.Removed {
 			delete(want, r.Key)
 		}
@@ -236,7 +236,7 @@ func TestFullDisk(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := c.GC(kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond}); err != nil {
+	if rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, NoGrace: true}); err != nil {
 		t.Fatalf("gc once the filler is gone: %v", err)
 	} else {
 		for _, r := range rep.Removed {

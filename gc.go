@@ -28,6 +28,7 @@ package kcache
 //     removing them would free nothing.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -53,8 +54,8 @@ type plan struct {
 	inUse   map[string]HeldLock // entry locks held right now (best effort)
 }
 
-func (c *Cache) snapshot() (*plan, error) {
-	l, err := c.List(ListOptions{})
+func (c *Cache) snapshot(ctx context.Context) (*plan, error) {
+	l, err := c.List(ctx, ListOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +64,7 @@ func (c *Cache) snapshot() (*plan, error) {
 	if len(l.Entries) == 0 {
 		return p, nil
 	}
-	_, err = c.view(func(tx *index.Tx) error {
+	_, err = c.view(ctx, func(tx *index.Tx) error {
 		if p.pins, err = tx.Pins(); err != nil {
 			return err
 		}
@@ -85,7 +86,7 @@ func (c *Cache) snapshot() (*plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collect %s: %w", c.root, err)
 	}
-	held, _, err := c.HeldLocks()
+	held, _, err := c.HeldLocks(ctx)
 	if err != nil {
 		c.warnf("cannot tell which entries are in use (%v); the removal will find out", err)
 	}
@@ -135,7 +136,7 @@ func (f *freer) remove(key string) int64 {
 
 // execute removes victims (or, with dryRun, predicts what removing them
 // does) and fills r. Victims that are pinned are never handed to the removal.
-func (c *Cache) execute(p *plan, victims []Victim, dryRun bool, r *Removal) error {
+func (c *Cache) execute(ctx context.Context, p *plan, victims []Victim, dryRun bool, r *Removal) error {
 	var todo []Victim
 	for _, v := range victims {
 		if _, ok := p.pins[v.Key]; ok {
@@ -157,7 +158,7 @@ func (c *Cache) execute(p *plan, victims []Victim, dryRun bool, r *Removal) erro
 		}
 		return nil
 	}
-	got, err := c.removeVictims(todo, RemoveOptions{})
+	got, err := c.removeVictims(ctx, todo, RemoveOptions{})
 	if err != nil {
 		return err
 	}
@@ -205,7 +206,7 @@ type CleanReport struct {
 // as ktstr's `cache clean` does, except that
 // pinned entries are never removed and an entry whose lock is held (a VM
 // running it, a store replacing it) is skipped and reported, not deleted.
-func (c *Cache) Clean(opt CleanOptions) (*CleanReport, error) {
+func (c *Cache) Clean(ctx context.Context, opt CleanOptions) (*CleanReport, error) {
 	start := time.Now()
 	if opt.Keep < 0 {
 		return nil, invalidf("clean: keep %d is negative", opt.Keep)
@@ -213,7 +214,7 @@ func (c *Cache) Clean(opt CleanOptions) (*CleanReport, error) {
 	if !opt.DryRun && c.opt.ReadOnly {
 		return nil, ErrReadOnly
 	}
-	p, err := c.snapshot()
+	p, err := c.snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +251,7 @@ func (c *Cache) Clean(opt CleanOptions) (*CleanReport, error) {
 		rep.Candidates = append(rep.Candidates, le)
 		victims = append(victims, Victim{Key: le.Key, Reason: why})
 	}
-	if err := c.execute(p, victims, opt.DryRun, &rep.Removal); err != nil {
+	if err := c.execute(ctx, p, victims, opt.DryRun, &rep.Removal); err != nil {
 		return nil, fmt.Errorf("clean %s: %w", c.root, err)
 	}
 	rep.Duration = time.Since(start)
@@ -291,13 +292,12 @@ type GCOptions struct {
 	MinFree        int64
 	MinFreePercent float64
 	// Grace is how old an unreferenced blob must be before the sweep
-	// removes it; 0 means DefaultSweepGrace.
+	// removes it; 0 means DefaultSweepGrace unless NoGrace.
 	Grace time.Duration
+	// NoGrace: unreferenced blobs of any age go (see SweepOptions.NoGrace).
+	NoGrace bool
 	// DryRun removes nothing and reports what a real run would do.
 	DryRun bool
-	// Now is the clock of the age and recency policies (nil: time.Now).
-	// The sweep judges file times by the real clock.
-	Now func() time.Time
 	// FreeSpace reports the free (available to unprivileged users) and
 	// total bytes of the filesystem holding path; nil means statfs(2).
 	FreeSpace func(path string) (free, total uint64, err error)
@@ -337,7 +337,7 @@ type gcCand struct {
 // grace period, staging directories of dead writers, blobs left dying by a
 // dead remover). A real run records gc_runs, last_gc and last_gc_freed_bytes
 // in the index's stats.
-func (c *Cache) GC(opt GCOptions) (*GCReport, error) {
+func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	start := time.Now()
 	if err := opt.check(); err != nil {
 		return nil, err
@@ -345,17 +345,14 @@ func (c *Cache) GC(opt GCOptions) (*GCReport, error) {
 	if !opt.DryRun && c.opt.ReadOnly {
 		return nil, ErrReadOnly
 	}
-	now := time.Now()
-	if opt.Now != nil {
-		now = opt.Now()
-	}
+	now := c.now()
 	rep := &GCReport{DryRun: opt.DryRun, Policies: []string{}, Removal: newRemoval(),
 		Corrupt: []string{}, StagingRemoved: []string{}}
 	if _, err := os.Stat(c.root); errors.Is(err, os.ErrNotExist) {
 		rep.Duration = time.Since(start)
 		return rep, nil // nothing to collect; create nothing
 	}
-	p, err := c.snapshot()
+	p, err := c.snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -387,11 +384,11 @@ func (c *Cache) GC(opt GCOptions) (*GCReport, error) {
 				victims = append(victims, Victim{Key: cd.e.Key, Reason: reason})
 			}
 		}
-		if err := c.execute(p, victims, opt.DryRun, &rep.Removal); err != nil {
+		if err := c.execute(ctx, p, victims, opt.DryRun, &rep.Removal); err != nil {
 			return nil, fmt.Errorf("gc %s: %w", c.root, err)
 		}
 	}
-	sw, err := c.Sweep(SweepOptions{Grace: opt.Grace, DryRun: opt.DryRun})
+	sw, err := c.Sweep(ctx, SweepOptions{Grace: opt.Grace, NoGrace: opt.NoGrace, DryRun: opt.DryRun})
 	if err != nil {
 		return nil, fmt.Errorf("gc %s: %w", c.root, err)
 	}
@@ -401,7 +398,7 @@ func (c *Cache) GC(opt GCOptions) (*GCReport, error) {
 	if !opt.DryRun {
 		if _, err := c.fs.Lstat(c.IndexPath()); err == nil {
 			freed := rep.FreedBytes + rep.OrphanBytes
-			err := c.update(func(tx *index.Tx) ([]string, error) {
+			err := c.update(ctx, func(tx *index.Tx) ([]string, error) {
 				return nil, errors.Join(tx.AddStat(index.StatGCRuns, 1),
 					tx.SetStat(index.StatLastGC, now.Unix()),
 					tx.SetStat(index.StatLastGCFree, freed))

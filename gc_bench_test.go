@@ -14,6 +14,7 @@ package kcache_test
 //	go test -run '^$' -bench BenchmarkGC -benchtime 3x .
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -90,7 +91,7 @@ func BenchmarkGC(b *testing.B) {
 		c := mustOpen(root, &kcache.Options{})
 		b.StartTimer()
 		start := time.Now()
-		rep, err := c.GC(kcache.GCOptions{Keep: benchPtr(benchGCKeep)})
+		rep, err := c.GC(context.Background(), kcache.GCOptions{Keep: benchPtr(benchGCKeep)})
 		total += time.Since(start)
 		if err != nil {
 			b.Fatal(err)

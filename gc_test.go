@@ -28,6 +28,12 @@ var gcNow = time.Date(2031, 6, 1, 12, 0, 0, 0, time.UTC)
 
 func gcClock() time.Time { return gcNow }
 
+// gcClocked opens c's root again with the fake clock: the fixture stores
+// by the real clock, gc judges by gcNow (Options.Now).
+func gcClocked(c *kcache.Cache) *kcache.Cache {
+	return mustOpen(c.Root(), &kcache.Options{Now: gcClock})
+}
+
 var (
 	gcVersions = []string{"6.1", "6.6", "6.12"}
 	gcArches   = []string{"x86_64", "aarch64"}
@@ -102,7 +108,7 @@ func gcSetLastUsed(t testing.TB, root string, ents []gcEnt) {
 // gcKeys returns the keys of the entries c lists, sorted.
 func gcKeys(t testing.TB, c *kcache.Cache) []string {
 	t.Helper()
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,17 +157,17 @@ func gcSame(t *testing.T, what string, got, want []string) {
 // entries and the blobs it says it freed. It returns the real report.
 func gcDryThenReal(t *testing.T, c *kcache.Cache, root string, opt kcache.GCOptions) *kcache.GCReport {
 	t.Helper()
-	opt.Now = gcClock
+	c = gcClocked(c)
 	before := gcKeys(t, c)
 	blobsBefore := len(blobFiles(t, root))
 	opt.DryRun = true
-	dry, err := c.GC(opt)
+	dry, err := c.GC(context.Background(), opt)
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
 	gcSame(t, "a dry run changed the cache", gcKeys(t, c), before)
 	opt.DryRun = false
-	real, err := c.GC(opt)
+	real, err := c.GC(context.Background(), opt)
 	if err != nil {
 		t.Fatalf("real run: %v", err)
 	}
@@ -330,7 +336,7 @@ func TestGCMaxAgeFallsBackToStoredAt(t *testing.T) {
 	}
 	_ = ents
 	// Relative to the real clock, the store was just now: max-age 1h keeps it.
-	rep, err := c.GC(kcache.GCOptions{MaxAge: time.Hour, DryRun: true})
+	rep, err := c.GC(context.Background(), kcache.GCOptions{MaxAge: time.Hour, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +355,7 @@ func TestGCMaxAgeFallsBackToStoredAt(t *testing.T) {
 // by the dry run as by the real run; a later gc removes them.
 func TestGCPinsAndInUse(t *testing.T) {
 	c, root, _ := gcFixture(t, 20)
-	if err := c.Pin("k00", "bisect base"); err != nil {
+	if err := c.Pin(context.Background(), "k00", "bisect base"); err != nil {
 		t.Fatal(err)
 	}
 	h := procStartHelper(t, "holdshared", root, "k01")
@@ -381,7 +387,7 @@ func TestGCMaxSizeStepsOverPinned(t *testing.T) {
 	c, root, ents := gcFixture(t, 10)
 	lru := slices.Clone(ents)
 	sort.Slice(lru, func(i, j int) bool { return lru[i].lastUsed.Before(lru[j].lastUsed) })
-	if err := c.Pin(lru[0].key, ""); err != nil {
+	if err := c.Pin(context.Background(), lru[0].key, ""); err != nil {
 		t.Fatal(err)
 	}
 	var total int64
@@ -471,7 +477,7 @@ func TestGCHousekeepingOnly(t *testing.T) {
 		if err := os.Rename(w, p); err != nil {
 			t.Fatal(err)
 		}
-		at := time.Now().Add(-age)
+		at := gcNow.Add(-age) // the sweep's grace is judged by Options.Now
 		if err := os.Chtimes(p, at, at); err != nil {
 			t.Fatal(err)
 		}
@@ -479,21 +485,21 @@ func TestGCHousekeepingOnly(t *testing.T) {
 	}
 	old, young := mk("old orphan", 3*time.Hour), mk("young orphan", time.Minute)
 	// A corrupt entry: its image file is gone.
-	e, err := c.Lookup(ents[2].key)
+	e, err := c.Lookup(context.Background(), ents[2].key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(e.ImagePath); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := c.GC(kcache.GCOptions{DryRun: true, Grace: 2 * time.Hour, Now: gcClock})
+	rep, err := gcClocked(c).GC(context.Background(), kcache.GCOptions{DryRun: true, Grace: 2 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.OrphansRemoved != 1 || len(rep.Removed) != 0 {
 		t.Errorf("dry run: %d orphans, removed %+v; want 1 orphan, no entry", rep.OrphansRemoved, rep.Removed)
 	}
-	rep, err = c.GC(kcache.GCOptions{Grace: 2 * time.Hour, Now: gcClock})
+	rep, err = gcClocked(c).GC(context.Background(), kcache.GCOptions{Grace: 2 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +524,7 @@ func TestGCHousekeepingOnly(t *testing.T) {
 		t.Errorf("stats after one gc: %v", stats)
 	}
 	// A real run with removals adds up.
-	rep, err = c.GC(kcache.GCOptions{Keep: gcPtr(1), Now: gcClock})
+	rep, err = gcClocked(c).GC(context.Background(), kcache.GCOptions{Keep: gcPtr(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,10 +553,10 @@ func gcStats(t *testing.T, root string) map[string]int64 {
 func TestGCMissingCacheCreatesNothing(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
 	c := mustOpen(root, &kcache.Options{})
-	if _, err := c.GC(kcache.GCOptions{Keep: gcPtr(1)}); err != nil {
+	if _, err := c.GC(context.Background(), kcache.GCOptions{Keep: gcPtr(1)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Clean(kcache.CleanOptions{}); err != nil {
+	if _, err := c.Clean(context.Background(), kcache.CleanOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
@@ -564,7 +570,7 @@ func TestGCRejectsBadOptions(t *testing.T) {
 		{Keep: gcPtr(-1)}, {KeepPer: map[string]int{"colour": 1}}, {KeepPer: map[string]int{"arch": -1}},
 		{MaxAge: -time.Hour}, {MaxSize: -1}, {MinFreePercent: 101}, {MinFree: 1, MinFreePercent: 1},
 	} {
-		if _, err := c.GC(opt); !errors.Is(err, kcache.ErrInvalid) {
+		if _, err := c.GC(context.Background(), opt); !errors.Is(err, kcache.ErrInvalid) {
 			t.Errorf("GC(%+v): %v, want ErrInvalid", opt, err)
 		}
 	}
@@ -588,12 +594,12 @@ func TestGCStagingOfDeadAndLiveWriters(t *testing.T) {
 	dead.kill()
 	_ = dead.wait()
 
-	rep, err := c.GC(kcache.GCOptions{DryRun: true})
+	rep, err := c.GC(context.Background(), kcache.GCOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	gcSame(t, "staging a dry run would remove", rep.StagingRemoved, []string{filepath.Base(deadDir)})
-	rep, err = c.GC(kcache.GCOptions{})
+	rep, err = c.GC(context.Background(), kcache.GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -610,7 +616,7 @@ func TestGCStagingOfDeadAndLiveWriters(t *testing.T) {
 	}
 	_ = live.stdin.Close()
 	live.mustSucceed()
-	if _, err := c.Lookup("live"); err != nil {
+	if _, err := c.Lookup(context.Background(), "live"); err != nil {
 		t.Errorf("the writer gc left alone did not finish its store: %v", err)
 	}
 	procCheckTmpEmpty(t, root)
@@ -655,7 +661,7 @@ func TestCleanParity(t *testing.T) {
 	t.Run("keep counts usable entries only", func(t *testing.T) {
 		c, root, ents := gcFixture(t, 6)
 		corrupt := gcCorrupt(t, c, root)
-		rep, err := c.Clean(kcache.CleanOptions{Keep: 2})
+		rep, err := c.Clean(context.Background(), kcache.CleanOptions{Keep: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -673,7 +679,7 @@ func TestCleanParity(t *testing.T) {
 	t.Run("keep larger than the cache still removes corrupt", func(t *testing.T) {
 		c, root, _ := gcFixture(t, 3)
 		corrupt := gcCorrupt(t, c, root)
-		rep, err := c.Clean(kcache.CleanOptions{Keep: 100})
+		rep, err := c.Clean(context.Background(), kcache.CleanOptions{Keep: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -682,7 +688,7 @@ func TestCleanParity(t *testing.T) {
 	t.Run("corrupt-only", func(t *testing.T) {
 		c, root, ents := gcFixture(t, 4)
 		corrupt := gcCorrupt(t, c, root)
-		rep, err := c.Clean(kcache.CleanOptions{CorruptOnly: true})
+		rep, err := c.Clean(context.Background(), kcache.CleanOptions{CorruptOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -691,16 +697,16 @@ func TestCleanParity(t *testing.T) {
 	})
 	t.Run("all, with a pin and a holder", func(t *testing.T) {
 		c, root, ents := gcFixture(t, 4)
-		if err := c.Pin("k01", ""); err != nil {
+		if err := c.Pin(context.Background(), "k01", ""); err != nil {
 			t.Fatal(err)
 		}
 		h := procStartHelper(t, "holdshared", root, "k02")
 		h.expectLine("ready")
-		dry, err := c.Clean(kcache.CleanOptions{DryRun: true})
+		dry, err := c.Clean(context.Background(), kcache.CleanOptions{DryRun: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := c.Clean(kcache.CleanOptions{})
+		rep, err := c.Clean(context.Background(), kcache.CleanOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -719,7 +725,7 @@ func TestCleanParity(t *testing.T) {
 	})
 	t.Run("only confirmed keys", func(t *testing.T) {
 		c, _, _ := gcFixture(t, 4)
-		rep, err := c.Clean(kcache.CleanOptions{Only: []string{"k00", "k03", "nonexistent"}})
+		rep, err := c.Clean(context.Background(), kcache.CleanOptions{Only: []string{"k00", "k03", "nonexistent"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -34,7 +34,7 @@ type Held struct {
 // even the root. Release the returned Held when the kernel is no longer in
 // use, e.g. when the VM has exited.
 func (c *Cache) Hold(ctx context.Context, key string, opt HoldOptions) (*Held, error) {
-	if _, err := c.Describe(key); err != nil {
+	if _, err := c.Describe(ctx, key); err != nil {
 		c.countLookup(err)
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func (c *Cache) Hold(ctx context.Context, key string, opt HoldOptions) (*Held, e
 	}
 	// The entry may have been replaced or removed before the lock was
 	// taken: what the caller gets is what is there now, and stays so.
-	e, err := c.Lookup(key)
+	e, err := c.Lookup(ctx, key)
 	if err != nil {
 		_ = l.Release()
 		return nil, err

@@ -48,7 +48,7 @@ func TestHoldBlocksRemoveAndStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.Remove("k")
+	err = c.Remove(context.Background(), "k", kcache.RemoveOptions{})
 	if !errors.Is(err, kcache.ErrInUse) || !strings.Contains(err.Error(), "pid="+strconv.Itoa(os.Getpid())) {
 		t.Fatalf("Remove of a held entry = %v; want ErrInUse naming pid %d", err, os.Getpid())
 	}
@@ -94,7 +94,7 @@ func TestHoldBlocksRemoveAndStore(t *testing.T) {
 func TestHoldWaitHonoursContext(t *testing.T) {
 	c := mustOpen(filepath.Join(t.TempDir(), "cache"), nil)
 	holdStore(t, c, "k", "bytes")
-	x, err := c.AcquireExclusive("k", time.Second)
+	x, err := c.AcquireExclusive(context.Background(), "k", kcache.LockOptions{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,10 +131,10 @@ func TestHostileSymlinks(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "symlink") || !strings.Contains(err.Error(), c.LockPath(key)) {
 			t.Errorf("store %s with a symlinked lock file: %v (want a refusal naming %s)", key, err, c.LockPath(key))
 		}
-		if err := c.Remove(key); err == nil {
+		if err := c.Remove(ctx, key, kcache.RemoveOptions{}); err == nil {
 			t.Errorf("rm %s: no error", key)
 		}
-		if l, err := c.AcquireShared(key, time.Second); err == nil {
+		if l, err := c.AcquireShared(ctx, key, kcache.LockOptions{Timeout: time.Second}); err == nil {
 			l.Release()
 			t.Errorf("AcquireShared %s followed a symlinked lock file", key)
 		}
@@ -152,18 +152,18 @@ func TestHostileSymlinks(t *testing.T) {
 		t.Errorf("the entry's image reads %q", data)
 	}
 	// rm, gc with a zero-ish grace, and a sweep.
-	if err := c.Remove("blobkey"); err != nil {
+	if err := c.Remove(ctx, "blobkey", kcache.RemoveOptions{}); err != nil {
 		t.Errorf("rm blobkey: %v", err)
 	}
 	must(os.Symlink(blobTarget, blob)) // plant again for gc and sweep
 	keep := 0
-	if _, err := c.GC(kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond}); err != nil {
+	if _, err := c.GC(ctx, kcache.GCOptions{Keep: &keep, NoGrace: true}); err != nil {
 		t.Errorf("gc: %v", err)
 	}
-	if _, err := c.Sweep(kcache.SweepOptions{Grace: time.Nanosecond}); err != nil {
+	if _, err := c.Sweep(ctx, kcache.SweepOptions{NoGrace: true}); err != nil {
 		t.Errorf("sweep: %v", err)
 	}
-	if _, err := c.Doctor(kcache.DoctorOptions{}); err != nil {
+	if _, err := c.Doctor(ctx, kcache.DoctorOptions{}); err != nil {
 		t.Errorf("doctor: %v", err)
 	}
 	for _, p := range targets {
@@ -199,13 +199,13 @@ func TestHostileFileForDir(t *testing.T) {
 			}
 			t.Logf("store: %v", err)
 			keep := 0
-			if _, err := c.GC(kcache.GCOptions{Keep: &keep, Grace: time.Nanosecond}); err != nil {
+			if _, err := c.GC(context.Background(), kcache.GCOptions{Keep: &keep, NoGrace: true}); err != nil {
 				t.Logf("gc: %v", err)
 				if !strings.Contains(err.Error(), p) {
 					t.Errorf("gc with %s a file: %v (want an error naming %s)", name, err, p)
 				}
 			}
-			if _, err := c.List(kcache.ListOptions{}); err != nil {
+			if _, err := c.List(context.Background(), kcache.ListOptions{}); err != nil {
 				t.Logf("list: %v", err)
 			}
 		})
@@ -270,7 +270,7 @@ func TestRemoveSymlinkedLockFile(t *testing.T) {
 	if err := os.Symlink(target, c.LockPath("k")); err != nil {
 		t.Fatal(err)
 	}
-	err := c.Remove("k")
+	err := c.Remove(context.Background(), "k", kcache.RemoveOptions{})
 	if err == nil || !strings.Contains(err.Error(), "symlink") || !strings.Contains(err.Error(), c.LockPath("k")) {
 		t.Fatalf("rm with a symlinked lock file: %v (want a refusal naming %s)", err, c.LockPath("k"))
 	}
@@ -280,7 +280,7 @@ func TestRemoveSymlinkedLockFile(t *testing.T) {
 	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("rm created the symlink's target: %v", err)
 	}
-	if _, err := c.Lookup("k"); err != nil {
+	if _, err := c.Lookup(context.Background(), "k"); err != nil {
 		t.Errorf("entry after the refused rm: %v", err)
 	}
 }

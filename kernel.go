@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,8 +16,8 @@ var ErrNoConfig = strip.ErrNoIKConfig
 // KernelConfig returns the kernel config embedded (IKCONFIG) in key's
 // vmlinux. An entry without a vmlinux, or a kernel built without
 // CONFIG_IKCONFIG, is an ErrNoConfig error that says which.
-func (c *Cache) KernelConfig(key string) (string, error) {
-	e, err := c.Describe(key)
+func (c *Cache) KernelConfig(ctx context.Context, key string) (string, error) {
+	e, err := c.Describe(ctx, key)
 	if err != nil {
 		return "", err
 	}
@@ -41,19 +42,19 @@ func (c *Cache) KernelConfig(key string) (string, error) {
 // LookupBuildID finds the entry whose vmlinux has the GNU build ID id (hex,
 // any case) and looks it up like Lookup. When several entries share the
 // vmlinux, the newest built_at wins (ties: the smallest key).
-func (c *Cache) LookupBuildID(id string) (*Entry, error) {
-	e, err := c.lookupBuildID(id)
+func (c *Cache) LookupBuildID(ctx context.Context, id string) (*Entry, error) {
+	e, err := c.lookupBuildID(ctx, id)
 	c.countLookup(err)
 	return e, err
 }
 
-func (c *Cache) lookupBuildID(id string) (*Entry, error) {
+func (c *Cache) lookupBuildID(ctx context.Context, id string) (*Entry, error) {
 	id = strings.ToLower(id)
 	if id == "" || strings.Trim(id, "0123456789abcdef") != "" {
 		return nil, invalidf("build ID %q is not hex", id)
 	}
 	var best *index.Record
-	_, err := c.view(func(tx *index.Tx) error {
+	_, err := c.view(ctx, func(tx *index.Tx) error {
 		return tx.ForEach(func(_ string, rec *index.Record, err error) error {
 			if err != nil || rec.BuildID == nil || *rec.BuildID != id {
 				return nil
@@ -70,5 +71,5 @@ func (c *Cache) lookupBuildID(id string) (*Entry, error) {
 	if best == nil {
 		return nil, &NotFoundError{BuildID: id}
 	}
-	return c.lookup(best.Key)
+	return c.lookup(ctx, best.Key)
 }

@@ -2,6 +2,7 @@ package kcache
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -40,12 +41,12 @@ type ListOptions struct {
 // then corrupt ones by key. A missing cache lists as empty.
 //
 // It decodes every record and sorts in memory rather than walking by_time.
-func (c *Cache) List(opt ListOptions) (*Listing, error) {
+func (c *Cache) List(ctx context.Context, opt ListOptions) (*Listing, error) {
 	if err := opt.check(); err != nil {
 		return nil, err
 	}
 	l := &Listing{Root: c.root, CurrentKconfigHash: opt.KconfigHash}
-	_, err := c.view(func(tx *index.Tx) error {
+	_, err := c.view(ctx, func(tx *index.Tx) error {
 		if l.CurrentKconfigHash == "" {
 			l.CurrentKconfigHash = tx.KconfigHash()
 		}
@@ -145,7 +146,7 @@ func (ls *lister) all(tx *index.Tx) ([]Listed, error) {
 // grow the index file wait. An index whose by_time ordering has another
 // number of keys than it has entries (damage, which `kcache doctor`
 // repairs) is listed as List does, buffered.
-func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn func(Listed) error) (current string, err error) {
+func (c *Cache) ListEach(ctx context.Context, opt ListOptions, begin func(current string) error, fn func(Listed) error) (current string, err error) {
 	if err := opt.check(); err != nil {
 		return "", err
 	}
@@ -170,7 +171,7 @@ func (c *Cache) ListEach(opt ListOptions, begin func(current string) error, fn f
 		}
 		return nil
 	}
-	_, err = c.view(func(tx *index.Tx) error {
+	_, err = c.view(ctx, func(tx *index.Tx) error {
 		if current == "" {
 			current = tx.KconfigHash()
 		}
@@ -509,9 +510,9 @@ func listedBefore(aUsable, bUsable bool, aBuilt, bBuilt, aKey, bKey string) bool
 
 // Newest returns up to n keys, newest built_at first, without decoding any
 // record (the by_time ordering).
-func (c *Cache) Newest(n int) ([]string, error) {
+func (c *Cache) Newest(ctx context.Context, n int) ([]string, error) {
 	var keys []string
-	_, err := c.view(func(tx *index.Tx) error {
+	_, err := c.view(ctx, func(tx *index.Tx) error {
 		return tx.Newest(n, func(key, _ string) error {
 			keys = append(keys, key)
 			return nil
@@ -521,9 +522,9 @@ func (c *Cache) Newest(n int) ([]string, error) {
 }
 
 // Keys returns every key in the index, for completion. It reads keys only.
-func (c *Cache) Keys() ([]string, error) {
+func (c *Cache) Keys(ctx context.Context) ([]string, error) {
 	var keys []string
-	_, err := c.view(func(tx *index.Tx) error {
+	_, err := c.view(ctx, func(tx *index.Tx) error {
 		return tx.Newest(0, func(key, _ string) error {
 			keys = append(keys, key)
 			return nil

@@ -31,7 +31,7 @@ func listEach(t *testing.T, c *kcache.Cache) (string, []kcache.Listed) {
 	t.Helper()
 	var got []kcache.Listed
 	began := 0
-	cur, err := c.ListEach(kcache.ListOptions{}, func(string) error {
+	cur, err := c.ListEach(context.Background(), kcache.ListOptions{}, func(string) error {
 		if began++; len(got) > 0 {
 			t.Error("begin called after an entry")
 		}
@@ -85,7 +85,7 @@ func TestListEachMatchesList(t *testing.T) {
 	}
 	check := func(what string) {
 		t.Helper()
-		l, err := c.List(kcache.ListOptions{})
+		l, err := c.List(ctx, kcache.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,11 +101,11 @@ func TestListEachMatchesList(t *testing.T) {
 	}
 	check("consistent")
 
-	e, _ := c.Lookup("a03")
+	e, _ := c.Lookup(ctx, "a03")
 	if err := os.Remove(e.ImagePath); err != nil {
 		t.Fatal(err)
 	}
-	e, _ = c.Lookup("b01")
+	e, _ = c.Lookup(ctx, "b01")
 	if err := os.WriteFile(e.VmlinuxPath, []byte("longer than it was"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestListEachMatchesList(t *testing.T) {
 		return tx.Bucket([]byte("by_time")).Put([]byte("2026-06-01T00:00:00Z\x00stale"), nil)
 	})
 	_, got := listEach(t, c)
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(ctx, kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestListEachMatchesList(t *testing.T) {
 
 	stop := errors.New("stop")
 	calls := 0
-	if _, err := c.ListEach(kcache.ListOptions{}, nil, func(kcache.Listed) error { calls++; return stop }); err != stop || calls != 1 {
+	if _, err := c.ListEach(ctx, kcache.ListOptions{}, nil, func(kcache.Listed) error { calls++; return stop }); err != stop || calls != 1 {
 		t.Errorf("ListEach with a failing fn = %v after %d calls; want stop after 1", err, calls)
 	}
 }
@@ -183,7 +183,7 @@ func TestListEachManyEntriesMatchesList(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e, err := c.Lookup("k100")
+	e, err := c.Lookup(ctx, "k100")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestListEachManyEntriesMatchesList(t *testing.T) {
 		}
 		return nil
 	})
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(ctx, kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestListEachManyEntriesMatchesList(t *testing.T) {
 	}
 	stop := errors.New("stop")
 	calls := 0
-	if _, err := c.ListEach(kcache.ListOptions{}, nil, func(kcache.Listed) error { calls++; return stop }); err != stop || calls != 1 {
+	if _, err := c.ListEach(ctx, kcache.ListOptions{}, nil, func(kcache.Listed) error { calls++; return stop }); err != stop || calls != 1 {
 		t.Errorf("ListEach with a failing fn = %v after %d calls; want stop after 1", err, calls)
 	}
 }

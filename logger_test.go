@@ -2,6 +2,7 @@ package kcache_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -29,7 +30,7 @@ func TestNilLoggerIsQuiet(t *testing.T) {
 		if _, err := c.Store(t.Context(), "k", kcache.Artifacts{Image: img, Vmlinux: notELF}, meta); err != nil {
 			t.Fatal(err)
 		}
-		e, err := c.Lookup("k")
+		e, err := c.Lookup(context.Background(), "k")
 		if err != nil {
 			t.Fatal(err)
 		}

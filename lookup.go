@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -18,30 +19,30 @@ import (
 // key has no entry or a corrupt one (the caller has to build the kernel
 // either way); invalid keys and I/O errors count as neither. Describe
 // counts nothing.
-func (c *Cache) Lookup(key string) (*Entry, error) {
-	e, err := c.lookup(key)
+func (c *Cache) Lookup(ctx context.Context, key string) (*Entry, error) {
+	e, err := c.lookup(ctx, key)
 	c.countLookup(err)
 	return e, err
 }
 
 // lookup is Lookup without counting a hit or a miss.
-func (c *Cache) lookup(key string) (*Entry, error) {
-	e, err := c.Describe(key)
+func (c *Cache) lookup(ctx context.Context, key string) (*Entry, error) {
+	e, err := c.Describe(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	if e.HasVmlinux && !e.VmlinuxStripped {
 		c.warnf("cache entry %q: using an unstripped vmlinux (%d bytes) because stripping it failed when it was stored; rebuild the kernel and store it again", key, e.Vmlinux.Size)
 	}
-	c.touch(e)
+	c.touch(ctx, e)
 	return e, nil
 }
 
 // Describe returns the entry stored under key without counting it as used.
 // A missing entry is a *NotFoundError (ErrNotFound), an unusable one a
 // *CorruptError.
-func (c *Cache) Describe(key string) (*Entry, error) {
-	return c.describe(key, nil)
+func (c *Cache) Describe(ctx context.Context, key string) (*Entry, error) {
+	return c.describe(ctx, key, nil)
 }
 
 // describe is Describe; inView, when not nil, runs on the usable entry while
@@ -52,14 +53,14 @@ func (c *Cache) Describe(key string) (*Entry, error) {
 // which cannot happen while this read holds the index, so blobs cannot
 // vanish between reading the record and checking them (which once made a
 // concurrent replacement look like a corrupt entry).
-func (c *Cache) describe(key string, inView func(*Entry) error) (*Entry, error) {
+func (c *Cache) describe(ctx context.Context, key string, inView func(*Entry) error) (*Entry, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
 	var e *Entry
 	var entryErr error
 	var fresh map[string]int64
-	ok, err := c.view(func(tx *index.Tx) error {
+	ok, err := c.view(ctx, func(tx *index.Tx) error {
 		rec, err := tx.Get(key)
 		if err != nil {
 			return err
@@ -85,7 +86,7 @@ func (c *Cache) describe(key string, inView func(*Entry) error) (*Entry, error) 
 	if entryErr != nil {
 		return nil, entryErr
 	}
-	c.recordFresh(fresh)
+	c.recordFresh(ctx, fresh)
 	return e, nil
 }
 
@@ -133,7 +134,7 @@ func (c *Cache) checkChanged(tx *index.Tx, rec *index.Record) (map[string]int64,
 
 // recordFresh records the ctimes of blobs that checkChanged hashed right,
 // so that the next lookup does not hash them again. Best effort, like touch.
-func (c *Cache) recordFresh(fresh map[string]int64) {
+func (c *Cache) recordFresh(ctx context.Context, fresh map[string]int64) {
 	if len(fresh) == 0 || c.opt.ReadOnly {
 		return
 	}
@@ -154,11 +155,11 @@ func (c *Cache) recordFresh(fresh map[string]int64) {
 
 // touch records last_used when it is older than lastUsedInterval. It is best
 // effort: a busy index or a read-only cache must not fail a lookup.
-func (c *Cache) touch(e *Entry) {
+func (c *Cache) touch(ctx context.Context, e *Entry) {
 	if c.opt.ReadOnly {
 		return
 	}
-	now := time.Now()
+	now := c.now()
 	if last, err := time.Parse(time.RFC3339, e.LastUsed); err == nil && now.Sub(last) < lastUsedInterval {
 		return
 	}
@@ -198,16 +199,16 @@ func (o *OpenedEntry) Close() error {
 // the entry and removed a blob between the lookup and the open, it looks up
 // again, so the files it returns always belong to one complete entry. It
 // counts one hit or miss, however many times it looks up.
-func (c *Cache) OpenEntry(key string) (*OpenedEntry, error) {
-	o, err := c.openEntry(key)
+func (c *Cache) OpenEntry(ctx context.Context, key string) (*OpenedEntry, error) {
+	o, err := c.openEntry(ctx, key)
 	c.countLookup(err)
 	return o, err
 }
 
-func (c *Cache) openEntry(key string) (*OpenedEntry, error) {
+func (c *Cache) openEntry(ctx context.Context, key string) (*OpenedEntry, error) {
 	var lastErr error
 	for range 5 {
-		e, err := c.lookup(key)
+		e, err := c.lookup(ctx, key)
 		if err != nil {
 			return nil, err
 		}

@@ -141,8 +141,7 @@ type MigrateProblem struct {
 // report holds every entry handled before it (imported, and with
 // RemoveSource removed from the source), so a caller can show what was
 // done along with the error.
-func (c *Cache) Migrate(opt MigrateOptions) (*MigrateReport, error) {
-	ctx := context.Background()
+func (c *Cache) Migrate(ctx context.Context, opt MigrateOptions) (*MigrateReport, error) {
 	r := &MigrateReport{From: opt.From, DryRun: opt.DryRun, Imported: []MigratedEntry{}, SkippedExisting: []string{},
 		Corrupt: []MigrateCorrupt{}, Busy: []HeldLock{}, Conflicts: []MigrateProblem{}, Failed: []MigrateProblem{},
 		RemovedFromSource: []string{}, SourceDirsKept: []MigrateProblem{}, NotRemoved: []MigrateProblem{}}
@@ -181,7 +180,7 @@ func (c *Cache) Migrate(opt MigrateOptions) (*MigrateReport, error) {
 		}
 		out.apply(r)
 		if opt.RemoveSource && !opt.DryRun && out.rec != nil {
-			kept, err := c.removeLegacy(opt.From, key, out.rec)
+			kept, err := c.removeLegacy(ctx, opt.From, key, out.rec)
 			switch {
 			case err != nil:
 				r.NotRemoved = append(r.NotRemoved, MigrateProblem{Key: key, Reason: err.Error()})
@@ -258,7 +257,7 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 		out.failed = &MigrateProblem{Key: key, Reason: err.Error()}
 		return out, nil
 	}
-	meta, err := legacyMetadata(le.Metadata).check()
+	meta, err := legacyMetadata(le.Metadata).check(c.now())
 	if err != nil {
 		out.failed = &MigrateProblem{Key: key, Reason: err.Error()}
 		return out, nil
@@ -268,7 +267,7 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 		return out, fmt.Errorf("migrate %q: %w", key, err)
 	}
 
-	existing, err := c.Describe(key)
+	existing, err := c.Describe(ctx, key)
 	var cerr *CorruptError
 	switch {
 	case errors.Is(err, ErrNotFound), errors.As(err, &cerr): // nothing usable there: import
@@ -278,7 +277,7 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 		out.conflict = &MigrateProblem{Key: key, Reason: "kcache already has this key, not imported from ktstr (stored directly into kcache); left as is"}
 		return out, nil
 	default:
-		same, err := sameAsLegacy(&existing.Record, meta, &le, src)
+		same, err := sameAsLegacy(ctx, &existing.Record, meta, &le, src)
 		if err != nil {
 			return out, fmt.Errorf("migrate %q: %w", key, err)
 		}
@@ -296,9 +295,9 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 		out.imported = imp
 		return out, nil
 	}
-	mig := &index.Migrated{From: opt.From, LegacyStripped: le.Metadata.VmlinuxStripped, MigratedAt: time.Now().UTC().Format(time.RFC3339)}
+	mig := &index.Migrated{From: opt.From, LegacyStripped: le.Metadata.VmlinuxStripped, MigratedAt: c.now().UTC().Format(time.RFC3339)}
 	if le.VmlinuxPath != "" {
-		if mig.VmlinuxSHA256, mig.VmlinuxSize, err = sha256File(le.VmlinuxPath); err != nil {
+		if mig.VmlinuxSHA256, mig.VmlinuxSize, err = sha256File(ctx, le.VmlinuxPath); err != nil {
 			return out, fmt.Errorf("migrate %q: %w", key, err)
 		}
 	}
@@ -332,7 +331,7 @@ func (c *Cache) migrateEntry(ctx context.Context, opt MigrateOptions, key string
 // copying, so the image is hashed first (one more read) and the result
 // checked against the blob Store made.
 func (c *Cache) storeMigrated(ctx context.Context, key string, le migrate.LegacyEntry, meta Metadata, mig *index.Migrated) (*Entry, error) {
-	d, _, err := sha256File(le.ImagePath)
+	d, _, err := sha256File(ctx, le.ImagePath)
 	if err != nil {
 		return nil, err
 	}
@@ -389,18 +388,18 @@ func recordMetadata(r *index.Record) Metadata {
 // sameAsLegacy reports whether rec was imported from exactly this legacy
 // entry: same metadata (checked first, free), same sizes, then the same
 // image and original vmlinux sha256 (one read of each file).
-func sameAsLegacy(rec *index.Record, meta Metadata, le *migrate.LegacyEntry, src legacySizes) (bool, error) {
+func sameAsLegacy(ctx context.Context, rec *index.Record, meta Metadata, le *migrate.LegacyEntry, src legacySizes) (bool, error) {
 	mig := rec.Migrated
 	if !legacyMetaMatches(rec, meta, le.Metadata.VmlinuxStripped) || rec.HasVmlinux != (le.VmlinuxPath != "") ||
 		rec.Image.Size != src.imageSize || mig.VmlinuxSize != src.vmlinuxSize {
 		return false, nil
 	}
-	d, _, err := sha256File(le.ImagePath)
+	d, _, err := sha256File(ctx, le.ImagePath)
 	if err != nil || d != rec.Image.Digest {
 		return false, err
 	}
 	if le.VmlinuxPath != "" {
-		d, _, err := sha256File(le.VmlinuxPath)
+		d, _, err := sha256File(ctx, le.VmlinuxPath)
 		if err != nil || d != mig.VmlinuxSHA256 {
 			return false, err
 		}
@@ -418,14 +417,14 @@ func legacyMetaMatches(rec *index.Record, meta Metadata, stripped bool) bool {
 		mig.ImageSHA256 == rec.Image.Digest
 }
 
-func sha256File(path string) (digest string, size int64, err error) {
+func sha256File(ctx context.Context, path string) (digest string, size int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, ctxReader{ctx, f})
 	if err != nil {
 		return "", 0, fmt.Errorf("read %s: %w", path, err)
 	}

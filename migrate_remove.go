@@ -31,9 +31,9 @@ import (
 // descriptor, and unlinked only if the name still refers to the same,
 // unmodified inode; a symlink anywhere in the entry (the directory itself
 // included) is never followed or removed.
-func (c *Cache) removeLegacy(from, key string, rec *index.Record) (keptBecause string, err error) {
+func (c *Cache) removeLegacy(ctx context.Context, from, key string, rec *index.Record) (keptBecause string, err error) {
 	lockPath := migrate.LockPath(from, key)
-	l, err := lock.Acquire(context.Background(), lockPath, lock.Exclusive, 0, fmt.Sprintf("ktstr cache entry %q", key))
+	l, err := lock.Acquire(ctx, lockPath, lock.Exclusive, 0, fmt.Sprintf("ktstr cache entry %q", key))
 	if err != nil {
 		return "", err
 	}
@@ -61,7 +61,7 @@ func (c *Cache) removeLegacy(from, key string, rec *index.Record) (keptBecause s
 	if corrupt != nil {
 		return "", fmt.Errorf("the source entry changed and is now corrupt (%s); kept", corrupt.Reason)
 	}
-	meta, err := legacyMetadata(m).check()
+	meta, err := legacyMetadata(m).check(c.now())
 	if err != nil {
 		return "", err
 	}

@@ -5,6 +5,7 @@ package kcache_test
 // what it did.
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -144,7 +145,7 @@ func TestSafetyMigrateRemoveSourceOnlyImportedFiles(t *testing.T) {
 	movedBefore := snapshotTree(t, moved)
 
 	c := mustOpen(t.TempDir(), &kcache.Options{})
-	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, RemoveSource: true, LockTimeout: time.Second})
+	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, RemoveSource: true, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestSafetyMigrateRemoveSourceOnlyImportedFiles(t *testing.T) {
 		if !removed(kStray) || !strings.Contains(kept[kStray], "vmlinux") {
 			t.Errorf("removed %v, kept %q", removed(kStray), kept[kStray])
 		}
-		if e, err := c.Describe(kStray); err != nil || e.HasVmlinux {
+		if e, err := c.Describe(context.Background(), kStray); err != nil || e.HasVmlinux {
 			t.Errorf("kcache's %s: %+v, %v; want no vmlinux", kStray, e, err)
 		}
 	})
@@ -266,7 +267,7 @@ func TestSafetyMigrateFailureKeepsReport(t *testing.T) {
 	mnt := tmpfstest.Mount(t, "4m")
 	from, keys, images := migTmpfsSource(t, 5)
 	c := mustOpen(filepath.Join(mnt, "cache"), &kcache.Options{})
-	r, err := c.Migrate(kcache.MigrateOptions{From: from, RemoveSource: true, LockTimeout: time.Second})
+	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: from, RemoveSource: true, LockTimeout: time.Second})
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("migrate onto a 4 MiB filesystem: %v; want ENOSPC", err)
 	}
@@ -287,13 +288,13 @@ func TestSafetyMigrateFailureKeepsReport(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(from, k)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s: still in the source (%v)", k, err)
 		}
-		if e, err := c.Describe(k); err != nil || e.Image.Size != int64(len(images[k])) {
+		if e, err := c.Describe(context.Background(), k); err != nil || e.Image.Size != int64(len(images[k])) {
 			t.Errorf("%s in kcache: %v", k, err)
 		}
 	}
 	for _, k := range keys[len(done):] {
 		migSameFile(t, filepath.Join(from, k, "bzImage"), images[k])
-		if _, err := c.Describe(k); !errors.Is(err, kcache.ErrNotFound) {
+		if _, err := c.Describe(context.Background(), k); !errors.Is(err, kcache.ErrNotFound) {
 			t.Errorf("%s: in kcache (%v)", k, err)
 		}
 	}

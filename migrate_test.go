@@ -2,6 +2,7 @@ package kcache_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -55,7 +56,7 @@ func migImportedKeys(r *kcache.MigrateReport) []string {
 // migCheckEntry compares kcache's entry with the legacy entry field by field.
 func migCheckEntry(t *testing.T, c *kcache.Cache, want ktstrfixture.Entry) {
 	t.Helper()
-	e, err := c.Describe(want.Key)
+	e, err := c.Describe(context.Background(), want.Key)
 	if err != nil {
 		t.Fatalf("%s: %v", want.Key, err)
 	}
@@ -98,7 +99,7 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	c := mustOpen(root, &kcache.Options{})
 	before := snapshotTree(t, f.Root)
 	var progress []int
-	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second, Progress: func(done, total int) {
+	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second, Progress: func(done, total int) {
 		progress = append(progress, done)
 		if total != len(f.Valid)+len(f.Corrupt) {
 			t.Errorf("progress total %d; want %d", total, len(f.Valid)+len(f.Corrupt))
@@ -140,7 +141,7 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	for _, w := range f.Valid {
 		migCheckEntry(t, c, w)
 	}
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second})
+	r2, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	if _, err := f.Put(key, []byte("a new kernel image"), "sample", meta); err != nil {
 		t.Fatal(err)
 	}
-	r3, err := c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second})
+	r3, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestMigrateImportsValidEntriesAndIsIdempotent(t *testing.T) {
 	if _, err := f.Put(key, []byte("a new kernel image"), "elf", cur.Meta); err != nil {
 		t.Fatal(err)
 	}
-	r4, err := c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second})
+	r4, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +206,7 @@ func TestMigrateDryRunWritesNothing(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "kcache")
 	c := mustOpen(root, &kcache.Options{})
 	before := snapshotTree(t, f.Root)
-	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, DryRun: true, RemoveSource: true, LockTimeout: time.Second})
+	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, DryRun: true, RemoveSource: true, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestMigrateDryRunWritesNothing(t *testing.T) {
 		t.FailNow()
 	}
 	// A missing source is an empty one.
-	if r, err := c.Migrate(kcache.MigrateOptions{From: filepath.Join(t.TempDir(), "none")}); err != nil || len(r.Imported)+len(r.Corrupt) != 0 {
+	if r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: filepath.Join(t.TempDir(), "none")}); err != nil || len(r.Imported)+len(r.Corrupt) != 0 {
 		t.Fatalf("missing source: %+v, %v", r, err)
 	}
 }
@@ -240,7 +241,7 @@ func TestMigrateWaitsForKtstrWriterLock(t *testing.T) {
 
 	h := procStartHelper(t, "holdflock", lockPath, "exclusive")
 	h.expectLine("ready")
-	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: 300 * time.Millisecond})
+	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestMigrateWaitsForKtstrWriterLock(t *testing.T) {
 	if hs := r.Busy[0].Holders; len(hs) != 1 || hs[0].PID != h.pid() {
 		t.Fatalf("holders %+v; want pid %d", hs, h.pid())
 	}
-	if _, err := c.Describe(held); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := c.Describe(context.Background(), held); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("the busy entry was imported (%v)", err)
 	}
 	if len(r.Imported) != len(f.Valid)-1 {
@@ -264,7 +265,7 @@ func TestMigrateWaitsForKtstrWriterLock(t *testing.T) {
 	h = procStartHelper(t, "holdflock", lockPath, "exclusive")
 	h.expectLine("ready")
 	var once sync.Once
-	r, err = c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: procHangGuard, Progress: func(done, total int) {
+	r, err = c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: procHangGuard, Progress: func(done, total int) {
 		if done == total-1 {
 			once.Do(func() { _ = h.stdin.Close() })
 		}
@@ -287,10 +288,10 @@ func TestMigrateRemoveSource(t *testing.T) {
 	c := mustOpen(root, &kcache.Options{})
 	keys := migKeys(f.Valid)
 	damaged, inUse := keys[1], keys[2]
-	if _, err := c.Migrate(kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second}); err != nil {
+	if _, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, LockTimeout: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	e, err := c.Describe(damaged)
+	e, err := c.Describe(context.Background(), damaged)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +313,7 @@ func TestMigrateRemoveSource(t *testing.T) {
 	h := procStartHelper(t, "holdflock", migrate.LockPath(f.Root, inUse), "shared")
 	h.expectLine("ready")
 
-	r, err := c.Migrate(kcache.MigrateOptions{From: f.Root, RemoveSource: true, LockTimeout: time.Second})
+	r, err := c.Migrate(context.Background(), kcache.MigrateOptions{From: f.Root, RemoveSource: true, LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,7 @@ func TestOpenRelativeRootGivesAbsolutePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Chdir(t.TempDir())
-	e, err := c.Lookup("k")
+	e, err := c.Lookup(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}

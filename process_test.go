@@ -144,7 +144,7 @@ func procRoleReader(root, key string) error {
 // each against the entry's digest and size, and that the image, the vmlinux
 // and the record's version name the same generation, which it returns.
 func procReadEntryOnce(c *kcache.Cache, key string) (int, error) {
-	o, err := c.OpenEntry(key)
+	o, err := c.OpenEntry(context.Background(), key)
 	if err != nil {
 		return 0, err
 	}
@@ -247,7 +247,7 @@ func procRoleStorer(root, key, id, image, vmlinux, logPath string) error {
 
 // procRoleHoldShared holds key's shared lock until stdin closes (or it is killed).
 func procRoleHoldShared(root, key string) error {
-	l, err := procHelperCache(root).AcquireShared(key, 0)
+	l, err := procHelperCache(root).AcquireShared(context.Background(), key, kcache.LockOptions{})
 	if err != nil {
 		return err
 	}
@@ -693,7 +693,7 @@ func TestProcessReadersDuringReplacement(t *testing.T) {
 	}
 	t.Logf("%d complete reads in all while %d replacements ran", total, last)
 
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -737,7 +737,7 @@ func TestProcessConcurrentStoresLastWins(t *testing.T) {
 	// The barrier: while the test holds the entry lock, both storers start
 	// and enter Store; neither can get past the lock. Releasing it lets them
 	// race for it, so their Store calls certainly overlap.
-	barrier, err := c.AcquireExclusive(key, 5*time.Second)
+	barrier, err := c.AcquireExclusive(context.Background(), key, kcache.LockOptions{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -754,7 +754,7 @@ func TestProcessConcurrentStoresLastWins(t *testing.T) {
 			t.Fatalf("storer %s finished while the test held the entry lock: %s", id, p.describe())
 		}
 	}
-	if e, err := c.Lookup(key); err != nil || e.Manifest.Digest != old.Manifest.Digest {
+	if e, err := c.Lookup(context.Background(), key); err != nil || e.Manifest.Digest != old.Manifest.Digest {
 		t.Fatalf("the entry changed while the test held its lock (err %v)", err)
 	}
 
@@ -826,7 +826,7 @@ func TestProcessConcurrentStoresLastWins(t *testing.T) {
 	}
 	t.Logf("lock order: %s then %s", loser.ID, winner.ID)
 
-	final, err := c.Lookup(key)
+	final, err := c.Lookup(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -853,7 +853,7 @@ func TestProcessConcurrentStoresLastWins(t *testing.T) {
 	}
 	procCheckOnlyBlobs(t, c, root, final)
 	procCheckTmpEmpty(t, root)
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -899,23 +899,25 @@ func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 		t.Fatalf("Store while another process holds the entry shared: %v; want ErrInUse", err)
 	}
 	procCheckHolderNamed(t, err, h)
-	if e, err := c.Lookup(key); err != nil || e.Manifest.Digest != old.Manifest.Digest {
+	if e, err := c.Lookup(context.Background(), key); err != nil || e.Manifest.Digest != old.Manifest.Digest {
 		t.Fatalf("the entry changed although Store failed (err %v)", err)
 	}
 
 	// Shared holders do not exclude each other.
-	l, err := c.AcquireShared(key, time.Second)
+	l, err := c.AcquireShared(context.Background(), key, kcache.LockOptions{Timeout: time.Second})
 	if err != nil {
 		t.Fatalf("a second shared holder was refused: %v", err)
 	}
 	_ = l.Release()
 
-	_, err = procNoHang(t, "Remove", func() (struct{}, error) { return struct{}{}, c.Remove(key) })
+	_, err = procNoHang(t, "Remove", func() (struct{}, error) {
+		return struct{}{}, c.Remove(context.Background(), key, kcache.RemoveOptions{})
+	})
 	if !errors.Is(err, kcache.ErrInUse) {
 		t.Fatalf("Remove while another process holds the entry shared: %v; want ErrInUse", err)
 	}
 	procCheckHolderNamed(t, err, h)
-	if _, err := c.Lookup(key); err != nil {
+	if _, err := c.Lookup(context.Background(), key); err != nil {
 		t.Fatalf("the entry is gone although Remove failed: %v", err)
 	}
 
@@ -923,10 +925,10 @@ func TestProcessSharedLockHolderBlocksStoreAndRemove(t *testing.T) {
 	if err := h.wait(); err == nil {
 		t.Fatal("holder exited cleanly; want it killed")
 	}
-	if err := c.Remove(key); err != nil {
+	if err := c.Remove(context.Background(), key, kcache.RemoveOptions{}); err != nil {
 		t.Fatalf("Remove after the holder died: %v", err)
 	}
-	if _, err := c.Lookup(key); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := c.Lookup(context.Background(), key); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Lookup after Remove: %v; want ErrNotFound", err)
 	}
 	procCheckOnlyBlobs(t, c, root)
@@ -951,8 +953,8 @@ func TestProcessIndexHolderMakesOperationsFailNotHang(t *testing.T) {
 		name string
 		f    func() error
 	}{
-		{"List", func() error { _, err := c.List(kcache.ListOptions{}); return err }},
-		{"Lookup", func() error { _, err := c.Lookup(key); return err }},
+		{"List", func() error { _, err := c.List(context.Background(), kcache.ListOptions{}); return err }},
+		{"Lookup", func() error { _, err := c.Lookup(context.Background(), key); return err }},
 		{"Store", func() error { _, err := procStoreGen(c, key, work, 1); return err }},
 	}
 	for _, op := range ops {
@@ -966,7 +968,7 @@ func TestProcessIndexHolderMakesOperationsFailNotHang(t *testing.T) {
 
 	h.kill()
 	_ = h.wait()
-	e, err := c.Lookup(key)
+	e, err := c.Lookup(context.Background(), key)
 	if err != nil || e.Manifest.Digest != old.Manifest.Digest {
 		t.Fatalf("Lookup after the holder died: %v; want the old entry", err)
 	}
@@ -1071,7 +1073,7 @@ func TestProcessWriterKilledMidStore(t *testing.T) {
 	if _, err := os.Stat(staging); err != nil {
 		t.Fatalf("the killed writer's staging directory is not there: %v", err)
 	}
-	e, err := c.Lookup(key)
+	e, err := c.Lookup(context.Background(), key)
 	if err != nil {
 		t.Fatalf("Lookup after the writer was killed: %v", err)
 	}
@@ -1114,7 +1116,7 @@ func TestProcessWriterKilledAtRandomMoments(t *testing.T) {
 	s := procStartHelper(t, "storer", root, key, "kill-1", img, vml, "-")
 	s.mustSucceed()
 	span := time.Since(start)
-	prev, err := c.Lookup(key)
+	prev, err := c.Lookup(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1129,7 +1131,7 @@ func TestProcessWriterKilledAtRandomMoments(t *testing.T) {
 		time.Sleep(time.Duration(rand.Int64N(int64(span)*3/2 + 1)))
 		s.kill()
 		_ = s.wait()
-		e, err := c.Lookup(key)
+		e, err := c.Lookup(context.Background(), key)
 		if err != nil {
 			t.Fatalf("kill %d: Lookup: %v", i, err)
 		}

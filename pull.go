@@ -40,11 +40,11 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 		return nil, fmt.Errorf("pull %q: %w", key, err)
 	}
 	rep := &TransferReport{Key: key, Remote: r.String(), Blobs: entryBlobs(rec)}
-	if c.matchesLocal(rec) {
+	if c.matchesLocal(ctx, rec) {
 		rep.UpToDate = true
 		return rep, nil
 	}
-	st, err := c.newStaging()
+	st, err := c.newStaging(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("pull %q: %w", key, err)
 	}
@@ -63,7 +63,7 @@ func (c *Cache) Pull(ctx context.Context, r remote.Remote, key string, opt Trans
 		digests[i] = b.Digest
 	}
 	for retry := newDyingRetry(); ; {
-		trust := c.blobTrust(digests)
+		trust := c.blobTrust(ctx, digests)
 		var bs []blobstore.Blob // with the ctimes to record
 		for i := range rep.Blobs {
 			n, err := c.fetchBlob(ctx, r, st, key, &rep.Blobs[i], opt, trust, &bs)
@@ -113,7 +113,7 @@ func fetchManifest(ctx context.Context, r remote.Remote, key string) (*index.Rec
 		return nil, bad("a blob digest is not 64 lowercase hex digits")
 	}
 	// The rules Store applies to what it is given (image name included).
-	if _, err := recordMetadata(rec).check(); err != nil {
+	if _, err := recordMetadata(rec).check(time.Time{}); err != nil { // only the checks matter: the copy is discarded
 		return nil, bad("%v", err)
 	}
 	scrubForRemote(rec) // a pusher that did not scrub must not plant its paths here
@@ -123,8 +123,8 @@ func fetchManifest(ctx context.Context, r remote.Remote, key string) (*index.Rec
 // matchesLocal reports whether the usable local entry under want's key has
 // the same blobs and metadata as want. stored_at differs by design (each
 // cache records when the entry reached it) and is not compared.
-func (c *Cache) matchesLocal(want *index.Record) bool {
-	e, err := c.Describe(want.Key)
+func (c *Cache) matchesLocal(ctx context.Context, want *index.Record) bool {
+	e, err := c.Describe(ctx, want.Key)
 	if err != nil {
 		return false
 	}
@@ -206,14 +206,14 @@ func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record, bs 
 	}
 	defer l.Release()
 	if rec.StoredAt == "" {
-		rec.StoredAt = time.Now().UTC().Format(time.RFC3339Nano)
+		rec.StoredAt = c.now().UTC().Format(time.RFC3339Nano)
 	}
 	mb, err := c.writeManifest(st, rec)
 	if err != nil {
 		return err
 	}
 	bs = append(bs, mb)
-	return c.update(func(tx *index.Tx) ([]string, error) {
+	return c.update(ctx, func(tx *index.Tx) ([]string, error) {
 		released, err := tx.Put(rec, c.hasBlob)
 		if err == nil {
 			err = recordCtimes(tx, bs)
@@ -228,13 +228,13 @@ func (c *Cache) install(ctx context.Context, st *staging, rec *index.Record, bs 
 // Options.Logger) and leave the miss; a key the remote lacks is a quiet miss.
 // A corrupt local entry is reported as such, not replaced. r may be nil.
 func (c *Cache) LookupRemote(ctx context.Context, r remote.Remote, key string) (*Entry, error) {
-	e, err := c.lookup(key)
+	e, err := c.lookup(ctx, key)
 	var nf *NotFoundError
 	if r != nil && errors.As(err, &nf) {
 		_, perr := c.Pull(ctx, r, key, TransferOptions{})
 		switch {
 		case perr == nil:
-			e, err = c.lookup(key)
+			e, err = c.lookup(ctx, key)
 		case !errors.Is(perr, remote.ErrNotFound):
 			c.warnf("%v (answering from the local cache)", perr)
 		}

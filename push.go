@@ -24,7 +24,7 @@ import (
 // its digest is checked before any byte is sent: a damaged local blob is
 // refused (run `kcache verify`), never published.
 func (c *Cache) Push(ctx context.Context, r remote.Remote, key string, opt TransferOptions) (*TransferReport, error) {
-	rec, files, err := c.openForPush(key)
+	rec, files, err := c.openForPush(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -72,9 +72,9 @@ func (c *Cache) Push(ctx context.Context, r remote.Remote, key string, opt Trans
 // openForPush reads key's record and opens its blobs (image, then vmlinux)
 // inside one read of the index (see describe), so the files are the entry's
 // even if it is replaced or removed while they are uploaded.
-func (c *Cache) openForPush(key string) (*index.Record, []*os.File, error) {
+func (c *Cache) openForPush(ctx context.Context, key string) (*index.Record, []*os.File, error) {
 	var files []*os.File
-	e, err := c.describe(key, func(e *Entry) error {
+	e, err := c.describe(ctx, key, func(e *Entry) error {
 		for _, p := range []string{e.ImagePath, e.VmlinuxPath} {
 			if p == "" {
 				continue

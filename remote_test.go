@@ -91,7 +91,7 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if len(progress) == 0 || progress[len(progress)-1].Done != progress[len(progress)-1].Total {
 		t.Errorf("progress reports %+v do not end complete", progress)
 	}
-	e2, err := b.Lookup("k1")
+	e2, err := b.Lookup(context.Background(), "k1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestPullRejectsDamagedRemoteBlob(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "digest mismatch") || !strings.Contains(err.Error(), e.Vmlinux.Digest) {
 		t.Fatalf("pull of a damaged blob: %v, want a digest mismatch naming the object", err)
 	}
-	if _, err := b.Describe("k1"); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := b.Describe(context.Background(), "k1"); !errors.Is(err, kcache.ErrNotFound) {
 		t.Errorf("after a failed pull Describe = %v, want not found", err)
 	}
 	for _, d := range blobFiles(t, rootB) {
@@ -245,7 +245,7 @@ func TestRemoteFailuresLeaveLocalCacheAlone(t *testing.T) {
 			}
 		})
 	}
-	if l, err := c.List(kcache.ListOptions{}); err != nil || len(l.Entries) != 1 || l.Entries[0].Key != "here" {
+	if l, err := c.List(context.Background(), kcache.ListOptions{}); err != nil || len(l.Entries) != 1 || l.Entries[0].Key != "here" {
 		t.Errorf("local cache changed: %v %+v", err, l)
 	}
 }
@@ -304,7 +304,7 @@ func TestPullMissingKeyAndHostileManifest(t *testing.T) {
 	if strings.Join(usable, ",") != "real" || strings.Join(unusable, ",") != "garbage,otherkey,truncated" {
 		t.Errorf("ListRemote: usable %v, unusable %v", usable, unusable)
 	}
-	if l, _ := c.List(kcache.ListOptions{}); l != nil && len(l.Entries) != 0 {
+	if l, _ := c.List(context.Background(), kcache.ListOptions{}); l != nil && len(l.Entries) != 0 {
 		t.Errorf("hostile manifests installed entries: %+v", l.Entries)
 	}
 }
@@ -323,7 +323,7 @@ func TestPullLocksOnlyToInstall(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cache")
 	b := mustOpen(root, &kcache.Options{StoreLockTimeout: 300 * time.Millisecond})
 	storeKernel(t, b, "k", "old image ", "", tarball)
-	l, err := b.AcquireShared("k", 0)
+	l, err := b.AcquireShared(context.Background(), "k", kcache.LockOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestPullLocksOnlyToInstall(t *testing.T) {
 	if rep.Bytes != e.Image.Size+e.Vmlinux.Size {
 		t.Errorf("the download before the lock moved %d bytes, want %d", rep.Bytes, e.Image.Size+e.Vmlinux.Size)
 	}
-	if old, err := b.Describe("k"); err != nil || old.Image.Digest == e.Image.Digest {
+	if old, err := b.Describe(context.Background(), "k"); err != nil || old.Image.Digest == e.Image.Digest {
 		t.Errorf("the held entry was replaced (%v)", err)
 	}
 	l.Release()
@@ -342,7 +342,7 @@ func TestPullLocksOnlyToInstall(t *testing.T) {
 	if err != nil || rep.Bytes != 0 {
 		t.Fatalf("re-run: %+v, %v; want the install with nothing downloaded", rep, err)
 	}
-	if got, err := b.Describe("k"); err != nil || got.Image.Digest != e.Image.Digest {
+	if got, err := b.Describe(context.Background(), "k"); err != nil || got.Image.Digest != e.Image.Digest {
 		t.Errorf("after the re-run: %v", err)
 	}
 }
@@ -376,7 +376,7 @@ func TestConcurrentPushesOfOneKey(t *testing.T) {
 		if _, err := b.Pull(bg, r, "same", kcache.TransferOptions{}); err != nil {
 			t.Fatalf("round %d: pull: %v", round, err)
 		}
-		got, err := b.Lookup("same")
+		got, err := b.Lookup(context.Background(), "same")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -449,7 +449,7 @@ func TestPullScrubsLocalPaths(t *testing.T) {
 	if _, err := b.Pull(bg, r, "k", kcache.TransferOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := b.Describe("k")
+	got, err := b.Describe(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}

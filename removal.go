@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -48,7 +49,7 @@ type RemoveOptions struct {
 // reported with its holders, never deleted under a running VM), delete every
 // locked record in one index transaction, then — with the index closed —
 // unlink the blobs no surviving entry uses, then release the locks.
-func (c *Cache) removeVictims(victims []Victim, opt RemoveOptions) (*Removal, error) {
+func (c *Cache) removeVictims(ctx context.Context, victims []Victim, opt RemoveOptions) (*Removal, error) {
 	r := &Removal{}
 	if len(victims) == 0 {
 		return r, nil
@@ -64,7 +65,7 @@ func (c *Cache) removeVictims(victims []Victim, opt RemoveOptions) (*Removal, er
 		}
 	}()
 	for _, v := range victims {
-		l, err := c.TryAcquireExclusive(v.Key)
+		l, err := c.AcquireExclusive(ctx, v.Key, LockOptions{NoWait: true})
 		var ce *lock.ContendedError
 		switch {
 		case errors.As(err, &ce):
@@ -79,7 +80,7 @@ func (c *Cache) removeVictims(victims []Victim, opt RemoveOptions) (*Removal, er
 	if len(locked) == 0 {
 		return r, nil
 	}
-	held, err := c.updateTimed(func(tx *index.Tx) ([]string, error) {
+	held, err := c.updateTimed(ctx, func(tx *index.Tx) ([]string, error) {
 		r.Removed, r.KeptPinned, r.NotFound, r.FreedBytes = nil, nil, nil, 0
 		var all []string
 		for _, v := range locked {

@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -13,20 +14,16 @@ import (
 // store replacing it) is left alone and the error (ErrInUse) names the
 // holders. A pinned entry is a *PinnedError unless RemoveOptions.Force. A
 // key with no entry is a *NotFoundError.
-func (c *Cache) Remove(key string, opts ...RemoveOptions) error {
+func (c *Cache) Remove(ctx context.Context, key string, opt RemoveOptions) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
 	// Check first without locking, so that removing a key that was never
 	// stored creates no lock file (and no root).
-	if err := c.exists(key); err != nil {
+	if err := c.exists(ctx, key); err != nil {
 		return err
 	}
-	var opt RemoveOptions
-	if len(opts) > 0 {
-		opt = opts[0]
-	}
-	r, err := c.removeVictims([]Victim{{Key: key, Reason: "rm"}}, opt)
+	r, err := c.removeVictims(ctx, []Victim{{Key: key, Reason: "rm"}}, opt)
 	switch {
 	case err != nil:
 		return fmt.Errorf("remove %q: %w", key, err)
@@ -35,7 +32,7 @@ func (c *Cache) Remove(key string, opts ...RemoveOptions) error {
 		return fmt.Errorf("remove %q: %w", key, &lock.ContendedError{Path: h.Lockfile, What: fmt.Sprintf("cache entry %q", key), Mode: lock.Exclusive, Holders: h.Holders})
 	case len(r.KeptPinned) > 0:
 		reason := ""
-		_, _ = c.view(func(tx *index.Tx) error {
+		_, _ = c.view(ctx, func(tx *index.Tx) error {
 			if p := tx.PinOf(key); p != nil {
 				reason = p.Reason
 			}
@@ -50,9 +47,9 @@ func (c *Cache) Remove(key string, opts ...RemoveOptions) error {
 
 // exists returns a *NotFoundError unless the index has a record (usable or
 // not) under key.
-func (c *Cache) exists(key string) error {
+func (c *Cache) exists(ctx context.Context, key string) error {
 	found := false
-	_, err := c.view(func(tx *index.Tx) error {
+	_, err := c.view(ctx, func(tx *index.Tx) error {
 		_, err := tx.Get(key)
 		found = !errors.Is(err, index.ErrNotFound)
 		return nil

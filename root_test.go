@@ -1,6 +1,7 @@
 package kcache_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -82,20 +83,20 @@ func TestResolveRoot(t *testing.T) {
 func TestOpenCreatesNothing(t *testing.T) {
 	root := t.TempDir() + "/missing/cache"
 	c := mustOpen(root, nil)
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil || len(l.Entries) != 0 {
 		t.Fatalf("List on a missing root = %+v, %v; want empty", l, err)
 	}
-	if _, err := c.Lookup("some-key"); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := c.Lookup(context.Background(), "some-key"); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Lookup on a missing root = %v; want ErrNotFound", err)
 	}
-	if err := c.Remove("some-key"); !errors.Is(err, kcache.ErrNotFound) {
+	if err := c.Remove(context.Background(), "some-key", kcache.RemoveOptions{}); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Remove on a missing root = %v; want ErrNotFound", err)
 	}
-	if err := c.Pin("some-key", ""); !errors.Is(err, kcache.ErrNotFound) {
+	if err := c.Pin(context.Background(), "some-key", ""); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Pin on a missing root = %v; want ErrNotFound", err)
 	}
-	if had, err := c.Unpin("some-key"); had || err != nil {
+	if had, err := c.Unpin(context.Background(), "some-key"); had || err != nil {
 		t.Fatalf("Unpin on a missing root = %v, %v; want false, nil", had, err)
 	}
 	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {

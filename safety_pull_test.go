@@ -1,6 +1,7 @@
 package kcache_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -52,7 +53,7 @@ func TestSafetyPullReplacesBlobWrittenInPlace(t *testing.T) {
 		t.Errorf("pull reused the damaged local image: %+v", rep.Blobs)
 	}
 	for _, k := range []string{"k1", "k2"} {
-		got, err := b.Lookup(k)
+		got, err := b.Lookup(context.Background(), k)
 		if err != nil {
 			t.Fatalf("lookup %s: %v", k, err)
 		}

@@ -70,7 +70,7 @@ func storeTwo(t *testing.T, c *kcache.Cache) {
 			t.Fatal(err)
 		}
 	}
-	if err := c.Pin("k1", "keep"); err != nil {
+	if err := c.Pin(context.Background(), "k1", "keep"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -86,14 +86,14 @@ func TestSchemaV1IndexUpgradedOnOpen(t *testing.T) {
 	bak := filepath.Join(root, "index.db.v1.bak")
 
 	ro := mustOpen(root, &kcache.Options{ReadOnly: true})
-	l, err := ro.List(kcache.ListOptions{})
+	l, err := ro.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatalf("read-only list of a v1 index: %v", err)
 	}
 	if len(l.Entries) != 2 || l.Entries[0].Key != "k2" || l.Entries[1].Entry == nil || !l.Entries[1].Entry.Pinned {
 		t.Fatalf("read-only list of a v1 index: %+v", l.Entries)
 	}
-	if _, err := ro.Stats(); err != nil {
+	if _, err := ro.Stats(context.Background()); err != nil {
 		t.Fatalf("read-only stats of a v1 index: %v", err)
 	}
 	if _, err := os.Stat(bak); !errors.Is(err, os.ErrNotExist) || schemaOf(t, root) != 1 {
@@ -102,7 +102,7 @@ func TestSchemaV1IndexUpgradedOnOpen(t *testing.T) {
 
 	var warn bytes.Buffer
 	c = mustOpen(root, &kcache.Options{Logger: warnLogger(&warn)})
-	l, err = c.List(kcache.ListOptions{})
+	l, err = c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatalf("list of a v1 index: %v", err)
 	}
@@ -119,14 +119,14 @@ func TestSchemaV1IndexUpgradedOnOpen(t *testing.T) {
 		t.Errorf("no upgrade notice: %q", warn.String())
 	}
 	for _, k := range []string{"k1", "k2"} {
-		if _, err := c.Lookup(k); err != nil {
+		if _, err := c.Lookup(context.Background(), k); err != nil {
 			t.Errorf("lookup %s after the upgrade: %v", k, err)
 		}
 	}
-	if err := c.Remove("k2"); err != nil { // counts an eviction: the stats bucket is there
+	if err := c.Remove(context.Background(), "k2", kcache.RemoveOptions{}); err != nil { // counts an eviction: the stats bucket is there
 		t.Fatal(err)
 	}
-	rep, err := c.Doctor(kcache.DoctorOptions{DryRun: true})
+	rep, err := c.Doctor(context.Background(), kcache.DoctorOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestSchemaV1RebuildIndex(t *testing.T) {
 	c, root := newCache(t)
 	storeTwo(t, c)
 	downgradeToV1(t, root)
-	rep, err := c.Doctor(kcache.DoctorOptions{RebuildIndex: true})
+	rep, err := c.Doctor(context.Background(), kcache.DoctorOptions{RebuildIndex: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestSchemaV1RebuildIndex(t *testing.T) {
 	if schemaOf(t, root) != index.SchemaVersion {
 		t.Fatal("the rebuilt index is not current")
 	}
-	e, err := c.Describe("k1")
+	e, err := c.Describe(context.Background(), "k1")
 	if err != nil || !e.Pinned {
 		t.Fatalf("k1 after rebuilding a v1 index: %+v %v", e, err)
 	}

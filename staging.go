@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -26,7 +27,7 @@ type staging struct {
 
 func (c *Cache) tmpDir() string { return filepath.Join(c.root, ".tmp") }
 
-func (c *Cache) newStaging() (*staging, error) {
+func (c *Cache) newStaging(ctx context.Context) (*staging, error) {
 	var rnd [6]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("staging name: %w", err)
@@ -61,7 +62,7 @@ func (s *staging) remove() error {
 // sweepStaging removes staging directories of writers that died: those whose
 // lock file can be locked, or that have no lock file at all (a writer creates
 // the lock file first and removes it last). It reports what it removed.
-func (c *Cache) sweepStaging(dryRun bool) (removed []string, err error) {
+func (c *Cache) sweepStaging(ctx context.Context, dryRun bool) (removed []string, err error) {
 	ents, err := c.fs.ReadDir(c.tmpDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -88,7 +89,7 @@ func (c *Cache) sweepStaging(dryRun bool) (removed []string, err error) {
 			continue
 		}
 		if id, ok := strings.CutSuffix(name, ".lock"); ok {
-			if c.sweepDeadWriter(path, id, dryRun) {
+			if c.sweepDeadWriter(ctx, path, id, dryRun) {
 				removed = append(removed, id)
 			}
 			continue
@@ -108,8 +109,8 @@ func (c *Cache) sweepStaging(dryRun bool) (removed []string, err error) {
 // when it can lock that file (the writer is dead); a dry run only looks. It
 // reports whether there was a directory to remove (and it was, or would be,
 // removed).
-func (c *Cache) sweepDeadWriter(path, id string, dryRun bool) bool {
-	l, err := lock.AcquireWith(bg, c.openLockFile, true, path, lock.Exclusive, 0, "staging lock")
+func (c *Cache) sweepDeadWriter(ctx context.Context, path, id string, dryRun bool) bool {
+	l, err := lock.AcquireWith(ctx, c.openLockFile, true, path, lock.Exclusive, 0, "staging lock")
 	if err != nil {
 		return false // alive, or not ours to judge
 	}

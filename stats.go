@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -88,7 +89,7 @@ func (c *Cache) bump(name string) {
 }
 
 // counterValue reads a counter file's count (its size); a missing file is 0.
-func (c *Cache) counterValue(name string) (int64, error) {
+func (c *Cache) counterValue(ctx context.Context, name string) (int64, error) {
 	fi, err := c.fs.Lstat(filepath.Join(c.statsDir(), name))
 	if err == nil && !fi.Mode().IsRegular() {
 		return 0, nil // not a counter kcache wrote (a symlink is not followed)
@@ -190,7 +191,7 @@ type QuarantineUsage struct {
 // empty. It is a snapshot, not atomic: blobs/ and .tmp are walked after the
 // index is closed, so a concurrent store or removal can make recorded and
 // on-disk bytes differ for a moment.
-func (c *Cache) Stats() (*StatsReport, error) {
+func (c *Cache) Stats(ctx context.Context) (*StatsReport, error) {
 	r := &StatsReport{
 		Root:       c.root,
 		Index:      IndexUsage{Path: c.IndexPath()},
@@ -200,7 +201,7 @@ func (c *Cache) Stats() (*StatsReport, error) {
 	referenced := map[string]int64{} // digest -> size
 	var counters map[string]int64
 	// Stats writes nothing: it reads an older schema as it is.
-	db, err := index.OpenForStats(c.IndexPath(), index.Options{Timeout: c.opt.IndexTimeout, ReadOld: true})
+	db, err := c.openPolled(ctx, index.OpenForStats, c.IndexPath(), index.Options{ReadOld: true})
 	switch {
 	case errors.Is(err, index.ErrNoIndex):
 	case err != nil:
@@ -304,10 +305,10 @@ func (c *Cache) Stats() (*StatsReport, error) {
 		return nil, err
 	}
 
-	if r.Hits, err = c.counterValue(hitsFile); err != nil {
+	if r.Hits, err = c.counterValue(ctx, hitsFile); err != nil {
 		return nil, err
 	}
-	if r.Misses, err = c.counterValue(missesFile); err != nil {
+	if r.Misses, err = c.counterValue(ctx, missesFile); err != nil {
 		return nil, err
 	}
 	r.Evictions = counters[index.StatEvictions]

@@ -131,7 +131,7 @@ func duBlobs(t *testing.T, root string) int64 {
 
 func mustStats(t *testing.T, c *kcache.Cache) *kcache.StatsReport {
 	t.Helper()
-	r, err := c.Stats()
+	r, err := c.Stats(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,12 +146,12 @@ func mustStats(t *testing.T, c *kcache.Cache) *kcache.StatsReport {
 func TestLookupRecordsLastUsedAtMostHourly(t *testing.T) {
 	c, root := newCache(t)
 	storeImage(t, c, "k", []byte("image"), nil)
-	if e, err := c.Describe("k"); err != nil || e.LastUsed != "" {
+	if e, err := c.Describe(context.Background(), "k"); err != nil || e.LastUsed != "" {
 		t.Fatalf("fresh entry: last_used %q, %v; want empty (store is not a use)", e.LastUsed, err)
 	}
 
 	before := time.Now().Truncate(time.Second)
-	e, err := c.Lookup("k")
+	e, err := c.Lookup(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestLookupRecordsLastUsedAtMostHourly(t *testing.T) {
 	// Within the hour: no write at all.
 	idx := snapshotTree(t, root)
 	for range 3 {
-		if _, err := c.Lookup("k"); err != nil {
+		if _, err := c.Lookup(context.Background(), "k"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -175,7 +175,7 @@ func TestLookupRecordsLastUsedAtMostHourly(t *testing.T) {
 	// 59 minutes old: still not rewritten.
 	old := time.Now().Add(-59 * time.Minute).UTC().Truncate(time.Second)
 	updateIndex(t, root, func(tx *index.Tx) error { return tx.SetLastUsed("k", old) })
-	if _, err := c.Lookup("k"); err != nil {
+	if _, err := c.Lookup(context.Background(), "k"); err != nil {
 		t.Fatal(err)
 	}
 	if got := lastUsedOf(t, c, "k"); !got.Equal(old) {
@@ -186,7 +186,7 @@ func TestLookupRecordsLastUsedAtMostHourly(t *testing.T) {
 	stale := time.Now().Add(-61 * time.Minute).UTC().Truncate(time.Second)
 	updateIndex(t, root, func(tx *index.Tx) error { return tx.SetLastUsed("k", stale) })
 	before = time.Now().Truncate(time.Second)
-	if _, err := c.Lookup("k"); err != nil {
+	if _, err := c.Lookup(context.Background(), "k"); err != nil {
 		t.Fatal(err)
 	}
 	if got := lastUsedOf(t, c, "k"); got.Before(before) {
@@ -195,7 +195,7 @@ func TestLookupRecordsLastUsedAtMostHourly(t *testing.T) {
 
 	// Describe is not a use.
 	updateIndex(t, root, func(tx *index.Tx) error { return tx.SetLastUsed("k", stale) })
-	if _, err := c.Describe("k"); err != nil {
+	if _, err := c.Describe(context.Background(), "k"); err != nil {
 		t.Fatal(err)
 	}
 	if got := lastUsedOf(t, c, "k"); !got.Equal(stale) {
@@ -205,7 +205,7 @@ func TestLookupRecordsLastUsedAtMostHourly(t *testing.T) {
 
 func lastUsedOf(t *testing.T, c *kcache.Cache, key string) time.Time {
 	t.Helper()
-	e, err := c.Describe(key)
+	e, err := c.Describe(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,32 +225,32 @@ func TestReadOnlyWritesNothing(t *testing.T) {
 	ro := mustOpen(root, &kcache.Options{ReadOnly: true})
 	before := snapshotTree(t, root)
 
-	if _, err := ro.Lookup("k"); err != nil {
+	if _, err := ro.Lookup(context.Background(), "k"); err != nil {
 		t.Fatal(err)
 	}
-	o, err := ro.OpenEntry("k")
+	o, err := ro.OpenEntry(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}
 	o.Close()
-	if _, err := ro.Lookup("missing"); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := ro.Lookup(context.Background(), "missing"); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Lookup(missing) = %v", err)
 	}
-	if _, err := ro.Stats(); err != nil {
+	if _, err := ro.Stats(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	src := t.TempDir()
 	if _, err := ro.Store(context.Background(), "new", kcache.Artifacts{Image: writeFile(t, src, "bzImage", []byte("x"))}, tarball); !errors.Is(err, kcache.ErrReadOnly) {
 		t.Fatalf("read-only Store = %v; want ErrReadOnly", err)
 	}
-	if err := ro.Remove("k"); !errors.Is(err, kcache.ErrReadOnly) {
+	if err := ro.Remove(context.Background(), "k", kcache.RemoveOptions{}); !errors.Is(err, kcache.ErrReadOnly) {
 		t.Fatalf("read-only Remove = %v; want ErrReadOnly", err)
 	}
-	if _, err := ro.Sweep(kcache.SweepOptions{}); !errors.Is(err, kcache.ErrReadOnly) {
+	if _, err := ro.Sweep(context.Background(), kcache.SweepOptions{}); !errors.Is(err, kcache.ErrReadOnly) {
 		t.Fatalf("read-only Sweep = %v; want ErrReadOnly", err)
 	}
 	before.diff(t, snapshotTree(t, root), "the read-only cache")
-	if e, _ := c.Describe("k"); e.LastUsed != "" {
+	if e, _ := c.Describe(context.Background(), "k"); e.LastUsed != "" {
 		t.Errorf("a read-only lookup recorded last_used %q", e.LastUsed)
 	}
 }
@@ -265,7 +265,7 @@ func TestStatsBytesAndDedup(t *testing.T) {
 	a := storeImage(t, c, "a", image, bytes.Repeat([]byte("vmlinux of a "), 2000))
 	b := storeImage(t, c, "b", image, nil)
 	storeImage(t, c, "c", []byte("image of c"), nil)
-	if err := c.Pin("b", "keep"); err != nil {
+	if err := c.Pin(context.Background(), "b", "keep"); err != nil {
 		t.Fatal(err)
 	}
 	if a.Image.Digest != b.Image.Digest {
@@ -302,7 +302,7 @@ func TestStatsBytesAndDedup(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Dir(orphan), filepath.Base(orphan), []byte("orphan"))
-	lost, err := c.Describe("c")
+	lost, err := c.Describe(context.Background(), "c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestStatsBytesAndDedup(t *testing.T) {
 // root reports an empty cache and creates nothing.
 func TestStatsUsageAndTimes(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing")
-	r, err := mustOpen(missing, nil).Stats()
+	r, err := mustOpen(missing, nil).Stats(context.Background())
 	if err != nil || r.Entries.Total != 0 || r.LastSweep != nil || r.LastGC != nil || r.LastGCFreedBytes != nil {
 		t.Fatalf("Stats of a missing root = %+v, %v", r, err)
 	}
@@ -403,46 +403,46 @@ func TestStatsCounters(t *testing.T) {
 		}
 	}
 	want(0, 0, 0)
-	if _, err := c.Lookup("k"); err != nil {
+	if _, err := c.Lookup(context.Background(), "k"); err != nil {
 		t.Fatal(err)
 	}
 	want(1, 0, 0)
-	_, _ = c.Lookup("nope")
+	_, _ = c.Lookup(context.Background(), "nope")
 	want(1, 1, 0)
-	o, err := c.OpenEntry("k")
+	o, err := c.OpenEntry(context.Background(), "k")
 	if err != nil {
 		t.Fatal(err)
 	}
 	o.Close()
-	_, _ = c.OpenEntry("nope")
+	_, _ = c.OpenEntry(context.Background(), "nope")
 	want(2, 2, 0)
-	_, _ = c.LookupBuildID("abcdef")
+	_, _ = c.LookupBuildID(context.Background(), "abcdef")
 	want(2, 3, 0)
-	_, _ = c.Describe("k")
-	_, _ = c.Describe("nope")
-	_, _ = c.Lookup("in/valid")
+	_, _ = c.Describe(context.Background(), "k")
+	_, _ = c.Describe(context.Background(), "nope")
+	_, _ = c.Lookup(context.Background(), "in/valid")
 	want(2, 3, 0)
 
 	ro := mustOpen(root, &kcache.Options{ReadOnly: true})
-	_, _ = ro.Lookup("k")
-	_, _ = ro.Lookup("nope")
+	_, _ = ro.Lookup(context.Background(), "k")
+	_, _ = ro.Lookup(context.Background(), "nope")
 	want(2, 3, 0)
 
 	// A corrupt entry is a miss: the caller has to build the kernel.
-	e, _ := c.Describe("gone")
+	e, _ := c.Describe(context.Background(), "gone")
 	if err := os.Remove(e.ImagePath); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Lookup("gone"); !errors.Is(err, kcache.ErrCorruptEntry) {
+	if _, err := c.Lookup(context.Background(), "gone"); !errors.Is(err, kcache.ErrCorruptEntry) {
 		t.Fatalf("Lookup of a corrupt entry = %v", err)
 	}
 	want(2, 4, 0)
 
-	if err := c.Remove("gone"); err != nil {
+	if err := c.Remove(context.Background(), "gone", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	want(2, 4, 1)
-	if err := c.Remove("k"); err != nil {
+	if err := c.Remove(context.Background(), "k", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	want(2, 4, 2)
@@ -453,7 +453,7 @@ func TestStatsCounters(t *testing.T) {
 	for range workers {
 		wg.Go(func() {
 			for range each {
-				_, _ = c.Lookup("k")
+				_, _ = c.Lookup(context.Background(), "k")
 			}
 		})
 	}

@@ -16,8 +16,6 @@ import (
 	"github.com/kcache/kcache/strip"
 )
 
-var bg = context.Background()
-
 // Artifacts are the files Store copies into the cache. They are read, never
 // moved or modified.
 type Artifacts struct {
@@ -41,7 +39,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	if c.opt.ReadOnly { // before any lock file, sweep or staging directory
 		return nil, fmt.Errorf("store %q: %w", key, ErrReadOnly)
 	}
-	meta, err := meta.check()
+	meta, err := meta.check(c.now())
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
@@ -51,7 +49,7 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	// The same transaction reads when the last sweep ran (sweepForStore), so a
 	// store opens the index once before its commit, not twice.
 	var lastSweep int64
-	_, err = c.view(func(tx *index.Tx) error {
+	_, err = c.view(ctx, func(tx *index.Tx) error {
 		lastSweep = tx.Stats()[index.StatLastSweep]
 		return nil
 	})
@@ -77,8 +75,8 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
 	defer l.Release()
-	c.sweepForStore(indexOK, lastSweep)
-	st, err := c.newStaging()
+	c.sweepForStore(ctx, indexOK, lastSweep)
+	st, err := c.newStaging(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store %q: %w", key, err)
 	}
@@ -94,14 +92,14 @@ func (c *Cache) store(ctx context.Context, key string, art Artifacts, meta Metad
 	// blob, is then the same bytes each time, and a retry finds its
 	// manifest in place instead of leaving one more behind (each would be a
 	// complete entry to doctor).
-	storedAt := time.Now().UTC().Format(time.RFC3339Nano)
+	storedAt := c.now().UTC().Format(time.RFC3339Nano)
 	for retry := newDyingRetry(); ; {
-		rec, bs, err := c.ingest(st, key, meta, image, vmlinux, mig, storedAt)
+		rec, bs, err := c.ingest(ctx, st, key, meta, image, vmlinux, mig, storedAt)
 		if err != nil {
 			return nil, fmt.Errorf("store %q: %w", key, err)
 		}
 		var pin *index.Pin // a pin outlives replacements of its entry
-		err = c.update(func(tx *index.Tx) ([]string, error) {
+		err = c.update(ctx, func(tx *index.Tx) ([]string, error) {
 			pin = tx.PinOf(key)
 			released, err := tx.Put(rec, c.hasBlob)
 			if err == nil {
@@ -191,7 +189,7 @@ func openInput(role, path string) (*os.File, error) {
 // file already present is reused only when its recorded ctime vouches for
 // it or its bytes hash right (blobTrust); else it is replaced. storedAt is
 // the record's stored_at.
-func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated, storedAt string) (*index.Record, []blobstore.Blob, error) {
+func (c *Cache) ingest(ctx context.Context, st *staging, key string, meta Metadata, image, vmlinux *os.File, mig *index.Migrated, storedAt string) (*index.Record, []blobstore.Blob, error) {
 	rec := &index.Record{
 		Key: key, Version: meta.Version, Source: meta.Source, Arch: meta.Arch,
 		ImageName: meta.ImageName, ConfigHash: meta.ConfigHash, BuiltAt: meta.BuiltAt,
@@ -205,7 +203,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 			w.Abort() // a no-op once committed
 		}
 	}()
-	iw, err := c.stageFile(st, image)
+	iw, err := c.stageFile(ctx, st, image)
 	if err != nil {
 		return nil, nil, fmt.Errorf("copy kernel image to cache: %w", err)
 	}
@@ -213,7 +211,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 	rec.Image = index.Blob{Digest: iw.Digest(), Size: iw.Size()}
 	points := []string{failpoint.StoreAfterImage}
 	if vmlinux != nil {
-		vw, err := c.stageVmlinux(st, vmlinux, rec)
+		vw, err := c.stageVmlinux(ctx, st, vmlinux, rec)
 		if vw != nil {
 			ws = append(ws, vw)
 		}
@@ -232,7 +230,7 @@ func (c *Cache) ingest(st *staging, key string, meta Metadata, image, vmlinux *o
 	for i, w := range ws {
 		digests[i] = w.Digest()
 	}
-	bs, err := c.blobs.CommitAllTrust(ws, c.blobTrust(digests), func(i int) { failpoint.Hit(points[i]) })
+	bs, err := c.blobs.CommitAllTrust(ws, c.blobTrust(ctx, digests), func(i int) { failpoint.Hit(points[i]) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("install blobs: %w", err)
 	}
@@ -275,12 +273,12 @@ func (c *Cache) writeManifest(st *staging, rec *index.Record) (blobstore.Blob, e
 }
 
 // stageFile copies f from its start into a staged blob writer.
-func (c *Cache) stageFile(st *staging, f *os.File) (*blobstore.Writer, error) {
+func (c *Cache) stageFile(ctx context.Context, st *staging, f *os.File) (*blobstore.Writer, error) {
 	w, err := c.blobs.NewWriter(st.dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := copyFrom(w, f); err != nil {
+	if err := copyFrom(ctx, w, f); err != nil {
 		w.Abort()
 		return nil, err
 	}
@@ -288,11 +286,11 @@ func (c *Cache) stageFile(st *staging, f *os.File) (*blobstore.Writer, error) {
 }
 
 // copyFrom copies f from its start into w.
-func copyFrom(w *blobstore.Writer, f *os.File) error {
+func copyFrom(ctx context.Context, w *blobstore.Writer, f *os.File) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("rewind %s: %w", f.Name(), err)
 	}
-	if _, err := io.Copy(w, f); err != nil {
+	if _, err := io.Copy(w, ctxReader{ctx, f}); err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	return nil
@@ -305,7 +303,7 @@ func copyFrom(w *blobstore.Writer, f *os.File) error {
 // build ID and CONFIG_HZ when the kernel carries them. The record's Vmlinux
 // is the staged blob's digest and size; the caller commits the writer (and
 // aborts it, when not nil, on error).
-func (c *Cache) stageVmlinux(st *staging, f *os.File, rec *index.Record) (*blobstore.Writer, error) {
+func (c *Cache) stageVmlinux(ctx context.Context, st *staging, f *os.File, rec *index.Record) (*blobstore.Writer, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat vmlinux: %w", err)
@@ -317,20 +315,22 @@ func (c *Cache) stageVmlinux(st *staging, f *os.File, rec *index.Record) (*blobs
 	if err != nil {
 		return nil, err
 	}
-	res, stripErr := strip.Strip(f, size, w)
+	res, stripErr := strip.Strip(ctxReaderAt{ctx, f}, size, w)
 	if stripErr == nil {
 		rec.VmlinuxStripped = true
 		config = res.IKConfig
 		if res.BuildID != "" {
 			rec.BuildID = &res.BuildID
 		}
+	} else if err := ctx.Err(); err != nil {
+		return w, fmt.Errorf("strip vmlinux: %w", err) // cancelled, not unstrippable
 	} else {
 		c.warnf("cache entry %q: could not strip vmlinux %s (%v); storing it whole (%d bytes), recorded as vmlinux_stripped=false",
 			rec.Key, f.Name(), stripErr, size)
 		if err := w.Reset(); err != nil {
 			return w, fmt.Errorf("copy vmlinux to cache: %w", err)
 		}
-		if err := copyFrom(w, f); err != nil {
+		if err := copyFrom(ctx, w, f); err != nil {
 			return w, fmt.Errorf("copy vmlinux to cache: %w", err)
 		}
 		rec.VmlinuxStripped = false

@@ -56,7 +56,7 @@ func TestStoreLookupRoundTrip(t *testing.T) {
 	if _, err := c.Store(context.Background(), "k1", kcache.Artifacts{Image: img, Vmlinux: vml}, meta); err != nil {
 		t.Fatal(err)
 	}
-	e, err := c.Lookup("k1")
+	e, err := c.Lookup(context.Background(), "k1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,22 +94,22 @@ func TestStoreDeduplicatesAndRemoveReleases(t *testing.T) {
 	if got := blobFiles(t, root); len(got) != 3 {
 		t.Fatalf("blob files = %v; want the shared image and two manifests", got)
 	}
-	if err := c.Remove("a"); err != nil {
+	if err := c.Remove(ctx, "a", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(b.ImagePath); err != nil {
 		t.Fatalf("removing a deleted the image b still uses: %v", err)
 	}
-	if _, err := c.Lookup("a"); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := c.Lookup(ctx, "a"); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("Lookup(a) after rm = %v; want ErrNotFound", err)
 	}
-	if err := c.Remove("b"); err != nil {
+	if err := c.Remove(ctx, "b", kcache.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := blobFiles(t, root); len(got) != 0 {
 		t.Fatalf("blob files after removing both = %v; want none", got)
 	}
-	if err := c.Remove("b"); !errors.Is(err, kcache.ErrNotFound) {
+	if err := c.Remove(ctx, "b", kcache.RemoveOptions{}); !errors.Is(err, kcache.ErrNotFound) {
 		t.Fatalf("second Remove(b) = %v; want ErrNotFound", err)
 	}
 }
@@ -229,14 +229,14 @@ func TestListOrderAndCorruption(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e, err := c.Lookup("broken")
+	e, err := c.Lookup(ctx, "broken")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(e.ImagePath); err != nil {
 		t.Fatal(err)
 	}
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(ctx, kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,10 +251,10 @@ func TestListOrderAndCorruption(t *testing.T) {
 	if last.Corrupt == nil || last.Corrupt.Kind != "image_missing" {
 		t.Errorf("broken entry = %+v; want corrupt image_missing", last)
 	}
-	if _, err := c.Lookup("broken"); !errors.Is(err, kcache.ErrCorruptEntry) || !strings.Contains(err.Error(), "image_missing") {
+	if _, err := c.Lookup(ctx, "broken"); !errors.Is(err, kcache.ErrCorruptEntry) || !strings.Contains(err.Error(), "image_missing") {
 		t.Errorf("Lookup of a corrupt entry = %v", err)
 	}
-	newest, err := c.Newest(2)
+	newest, err := c.Newest(ctx, 2)
 	if err != nil || strings.Join(newest, " ") != "broken new-b" {
 		t.Errorf("Newest(2) = %v, %v; want [broken new-b] (by_time order, ties reverse key)", newest, err)
 	}
@@ -272,7 +272,7 @@ func TestUnstrippedLookupWarnsEveryTime(t *testing.T) {
 	}
 	warn.Reset()
 	for range 3 {
-		if _, err := c.Lookup("k"); err != nil {
+		if _, err := c.Lookup(context.Background(), "k"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package kcache
 
 import (
+	"context"
 	"time"
 
 	"github.com/kcache/kcache/index"
@@ -17,9 +18,15 @@ const storeSweepInterval = time.Hour
 
 // SweepOptions tune Sweep.
 type SweepOptions struct {
-	Grace  time.Duration // 0 means DefaultSweepGrace
-	DryRun bool          // report only
-	now    time.Time     // tests; zero means time.Now()
+	// Grace is how old (by Options.Now) an unreferenced blob file must be
+	// before it is removed; 0 means DefaultSweepGrace unless NoGrace.
+	Grace time.Duration
+	// NoGrace removes unreferenced blob files of any age (Grace is
+	// ignored). Only safe when no store is running: a store's blobs are
+	// unreferenced until its transaction commits.
+	NoGrace bool
+	// DryRun reports what would be removed and removes nothing.
+	DryRun bool
 }
 
 // SweepReport says what a sweep removed (or, with DryRun, would remove).
@@ -45,19 +52,19 @@ type SweepReport struct {
 // older than the grace period, and blobs left dying by a remover that died.
 // Unreferenced blobs are unlinked inside an index write transaction after a
 // re-check, so a concurrent store cannot adopt one that is being removed.
-func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
-	if opt.Grace <= 0 {
+func (c *Cache) Sweep(ctx context.Context, opt SweepOptions) (*SweepReport, error) {
+	switch {
+	case opt.NoGrace:
+		opt.Grace = 0
+	case opt.Grace <= 0:
 		opt.Grace = DefaultSweepGrace
 	}
-	now := opt.now
-	if now.IsZero() {
-		now = time.Now()
-	}
+	now := c.now()
 	rep := &SweepReport{StagingRemoved: []string{}}
 	if !opt.DryRun && c.opt.ReadOnly {
 		return nil, ErrReadOnly
 	}
-	dead, err := c.sweepStaging(opt.DryRun)
+	dead, err := c.sweepStaging(ctx, opt.DryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +74,7 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 	known := map[string]bool{}
 	var dying map[string]time.Time
 	var created time.Time
-	haveIndex, err := c.view(func(tx *index.Tx) error {
+	haveIndex, err := c.view(ctx, func(tx *index.Tx) error {
 		var err error
 		if dying, err = tx.DyingBlobs(); err != nil {
 			return err
@@ -116,7 +123,7 @@ func (c *Cache) Sweep(opt SweepOptions) (*SweepReport, error) {
 		rep.DyingFinished = len(abandoned)
 		return rep, nil
 	}
-	err = c.update(func(tx *index.Tx) ([]string, error) {
+	err = c.update(ctx, func(tx *index.Tx) ([]string, error) {
 		for _, d := range orphans {
 			if _, ok, err := tx.Blob(d); err != nil || ok || !c.blobOlderThan(d, now, opt.Grace) {
 				continue // adopted by a store meanwhile
@@ -166,14 +173,14 @@ func (c *Cache) blobOlderThan(d string, now time.Time, grace time.Duration) bool
 // StatLastSweep as the caller's transaction read it (0 when there is no
 // index yet); indexOK false means that read failed, and then no Sweep runs.
 // Failures are warnings.
-func (c *Cache) sweepForStore(indexOK bool, last int64) {
+func (c *Cache) sweepForStore(ctx context.Context, indexOK bool, last int64) {
 	if indexOK && time.Since(time.Unix(last, 0)) >= storeSweepInterval {
-		if _, err := c.Sweep(SweepOptions{}); err != nil {
+		if _, err := c.Sweep(ctx, SweepOptions{}); err != nil {
 			c.warnf("sweep: %v", err)
 		}
 		return
 	}
-	if _, err := c.sweepStaging(false); err != nil {
+	if _, err := c.sweepStaging(ctx, false); err != nil {
 		c.warnf("%v", err)
 	}
 }

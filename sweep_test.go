@@ -1,6 +1,7 @@
 package kcache_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,7 +44,7 @@ func exists(path string) bool {
 
 func mustSweep(t *testing.T, c *kcache.Cache, opt kcache.SweepOptions) *kcache.SweepReport {
 	t.Helper()
-	rep, err := c.Sweep(opt)
+	rep, err := c.Sweep(context.Background(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func TestSweepStagingDecidedByLock(t *testing.T) {
 			t.Errorf("the sweep removed %s of a live writer", p)
 		}
 	}
-	if _, err := c.Lookup("k"); err != nil {
+	if _, err := c.Lookup(context.Background(), "k"); err != nil {
 		t.Errorf("entry after the sweep: %v", err)
 	}
 
@@ -150,7 +151,7 @@ func TestSweepOrphanBlobsGrace(t *testing.T) {
 	if !exists(young) {
 		t.Error("the sweep removed an orphan younger than the grace period")
 	}
-	if _, err := c.Lookup("k"); err != nil {
+	if _, err := c.Lookup(context.Background(), "k"); err != nil {
 		t.Errorf("the referenced entry after the sweep: %v", err)
 	}
 
@@ -209,7 +210,7 @@ func TestSweepSparesBlobADedupingStoreRefreshed(t *testing.T) {
 	if got, err := os.Stat(e.ImagePath); err != nil || !os.SameFile(before, got) || time.Since(got.ModTime()) > time.Minute {
 		t.Fatalf("Store deduplicating against an old orphan: %v, same file %v", err, err == nil && os.SameFile(before, got))
 	}
-	if _, err := c.Lookup("second"); err != nil {
+	if _, err := c.Lookup(context.Background(), "second"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -360,11 +361,11 @@ func TestSweepSparesEntriesOfALostIndex(t *testing.T) {
 			t.Fatalf("the sweep removed %s of the lost index's entry", p)
 		}
 	}
-	if _, err := c.Doctor(kcache.DoctorOptions{RebuildIndex: true}); err != nil {
+	if _, err := c.Doctor(context.Background(), kcache.DoctorOptions{RebuildIndex: true}); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"old", "new"} {
-		if _, err := c.Lookup(key); err != nil {
+		if _, err := c.Lookup(context.Background(), key); err != nil {
 			t.Errorf("after the rebuild, %s: %v", key, err)
 		}
 	}

@@ -115,14 +115,14 @@ func TestHostileInputLeavesRootUntouched(t *testing.T) {
 	for _, tc := range hostileKeys {
 		calls := map[string]error{}
 		_, calls["Store"] = c.Store(context.Background(), tc.key, kcache.Artifacts{Image: img}, meta)
-		_, calls["Lookup"] = c.Lookup(tc.key)
-		_, calls["OpenEntry"] = c.OpenEntry(tc.key)
-		calls["Remove"] = c.Remove(tc.key)
-		calls["Pin"] = c.Pin(tc.key, "")
-		_, calls["Unpin"] = c.Unpin(tc.key)
-		_, calls["AcquireShared"] = c.AcquireShared(tc.key, 0)
-		_, calls["AcquireExclusive"] = c.AcquireExclusive(tc.key, 0)
-		_, calls["TryAcquireExclusive"] = c.TryAcquireExclusive(tc.key)
+		_, calls["Lookup"] = c.Lookup(context.Background(), tc.key)
+		_, calls["OpenEntry"] = c.OpenEntry(context.Background(), tc.key)
+		calls["Remove"] = c.Remove(context.Background(), tc.key, kcache.RemoveOptions{})
+		calls["Pin"] = c.Pin(context.Background(), tc.key, "")
+		_, calls["Unpin"] = c.Unpin(context.Background(), tc.key)
+		_, calls["AcquireShared"] = c.AcquireShared(context.Background(), tc.key, kcache.LockOptions{})
+		_, calls["AcquireExclusive"] = c.AcquireExclusive(context.Background(), tc.key, kcache.LockOptions{})
+		_, calls["TryAcquireExclusive"] = c.AcquireExclusive(context.Background(), tc.key, kcache.LockOptions{NoWait: true})
 		for name, err := range calls {
 			if !errors.Is(err, kcache.ErrInvalid) || !strings.Contains(err.Error(), tc.rule) {
 				t.Errorf("%s(%q) = %v; want a validation error naming %q", name, tc.key, err, tc.rule)

@@ -2,6 +2,7 @@ package kcache
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -75,13 +76,13 @@ type VerifyReport struct {
 // reproduces its digest. The bad blob is re-checked under the index write
 // lock first, so one that a concurrent store has rewritten meanwhile is left
 // alone. A read-only cache reports without changing anything.
-func (c *Cache) Verify(opt VerifyOptions) (*VerifyReport, error) {
+func (c *Cache) Verify(ctx context.Context, opt VerifyOptions) (*VerifyReport, error) {
 	for _, k := range opt.Keys {
 		if err := ValidateKey(k); err != nil {
 			return nil, err
 		}
 	}
-	return c.checkBlobs(opt.Keys, opt.Deep, c.opt.ReadOnly, opt.Progress)
+	return c.checkBlobs(ctx, opt.Keys, opt.Deep, c.opt.ReadOnly, opt.Progress)
 }
 
 // blobUse is one entry's use of a blob.
@@ -109,7 +110,7 @@ func roleUses(rec *index.Record) []blobUse {
 
 // checkBlobs is Verify's engine, shared with Doctor (which checks sizes of
 // every entry). reportOnly changes nothing on disk or in the index.
-func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(int, int)) (*VerifyReport, error) {
+func (c *Cache) checkBlobs(ctx context.Context, keys []string, deep, reportOnly bool, progress func(int, int)) (*VerifyReport, error) {
 	rep := &VerifyReport{Deep: deep, Problems: []BlobProblem{}}
 	uses := map[string][]blobUse{} // digest -> every use, all entries
 	want := map[string]bool{}      // digests to check
@@ -119,7 +120,7 @@ func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(i
 	}
 	found := map[string]bool{}
 	recorded := map[string]int64{} // digest -> the index's BlobRef.Ctime
-	if _, err := c.view(func(tx *index.Tx) error {
+	if _, err := c.view(ctx, func(tx *index.Tx) error {
 		return tx.ForEach(func(key string, rec *index.Record, err error) error {
 			var derr *index.DecodeError
 			if errors.As(err, &derr) {
@@ -165,7 +166,7 @@ func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(i
 	bad := map[string]blobFault{}
 	fresh := map[string]int64{} // blobs hashed right whose ctime the index lacks
 	for i, d := range digests {
-		f, ctime, err := c.checkOneBlob(d, uses[d][0].blob.Size, deep, recorded[d])
+		f, ctime, err := c.checkOneBlob(ctx, d, uses[d][0].blob.Size, deep, recorded[d])
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +182,7 @@ func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(i
 	}
 	if len(fresh) > 0 && !reportOnly {
 		// Best effort: an unrecorded ctime only costs a hash next time.
-		_ = c.update(func(tx *index.Tx) ([]string, error) {
+		_ = c.update(ctx, func(tx *index.Tx) ([]string, error) {
 			for d, ct := range fresh {
 				if err := tx.SetBlobCtime(d, ct); err != nil {
 					return nil, err
@@ -210,7 +211,7 @@ func (c *Cache) checkBlobs(keys []string, deep, reportOnly bool, progress func(i
 		sortProblems(rep.Problems)
 		return rep, nil
 	}
-	probs, err := c.quarantineAndMark(bad, uses, deep)
+	probs, err := c.quarantineAndMark(ctx, bad, uses, deep)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +243,7 @@ func sortProblems(ps []BlobProblem) {
 // caller to record, so the next check is cheap again. recorded
 // ctimeIgnored skips the ctime comparison (a caller without the index's
 // blob records).
-func (c *Cache) checkOneBlob(d string, size int64, deep bool, recorded int64) (*blobFault, int64, error) {
+func (c *Cache) checkOneBlob(ctx context.Context, d string, size int64, deep bool, recorded int64) (*blobFault, int64, error) {
 	in, err := c.blobs.Inode(d)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -256,7 +257,7 @@ func (c *Cache) checkOneBlob(d string, size int64, deep bool, recorded int64) (*
 	if !deep && !suspect {
 		return nil, 0, nil
 	}
-	err = c.blobs.Verify(d)
+	err = c.verifyBlob(ctx, d)
 	switch {
 	case errors.Is(err, blobstore.ErrMismatch):
 		detail := err.Error()
@@ -282,7 +283,7 @@ func (c *Cache) checkOneBlob(d string, size int64, deep bool, recorded int64) (*
 // concurrent store may have rewritten it), moves the bad file to the
 // quarantine, and marks every entry that uses it corrupt, or rewrites a bad
 // manifest from its record.
-func (c *Cache) quarantineAndMark(bad map[string]blobFault, uses map[string][]blobUse, deep bool) ([]BlobProblem, error) {
+func (c *Cache) quarantineAndMark(ctx context.Context, bad map[string]blobFault, uses map[string][]blobUse, deep bool) ([]BlobProblem, error) {
 	var st *staging
 	defer func() {
 		if st != nil {
@@ -295,15 +296,15 @@ func (c *Cache) quarantineAndMark(bad map[string]blobFault, uses map[string][]bl
 		for _, u := range uses[d] {
 			if u.role == RoleManifest && st == nil {
 				var err error
-				if st, err = c.newStaging(); err != nil {
+				if st, err = c.newStaging(ctx); err != nil {
 					return nil, err
 				}
 			}
 		}
 	}
 	var probs []BlobProblem
-	now := time.Now().UTC()
-	err := c.update(func(tx *index.Tx) ([]string, error) {
+	now := c.now().UTC()
+	err := c.update(ctx, func(tx *index.Tx) ([]string, error) {
 		probs = nil
 		digests := make([]string, 0, len(bad))
 		for d := range bad {
@@ -311,7 +312,7 @@ func (c *Cache) quarantineAndMark(bad map[string]blobFault, uses map[string][]bl
 		}
 		sort.Strings(digests)
 		for _, d := range digests {
-			f, _, err := c.checkOneBlob(d, uses[d][0].blob.Size, deep || bad[d].kind == index.CorruptBlobMismatch, ctimeIgnored)
+			f, _, err := c.checkOneBlob(ctx, d, uses[d][0].blob.Size, deep || bad[d].kind == index.CorruptBlobMismatch, ctimeIgnored)
 			if err != nil {
 				return nil, err
 			}
@@ -387,7 +388,7 @@ func (c *Cache) quarantine(path, name string) (string, error) {
 	if err := c.fs.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create quarantine directory %s: %w", dir, err)
 	}
-	base := time.Now().UTC().Format("20060102T150405Z") + "-" + strings.ReplaceAll(name, string(filepath.Separator), "_")
+	base := c.now().UTC().Format("20060102T150405Z") + "-" + strings.ReplaceAll(name, string(filepath.Separator), "_")
 	dst := filepath.Join(dir, base)
 	for i := 1; ; i++ {
 		if _, err := c.fs.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
@@ -402,4 +403,15 @@ func (c *Cache) quarantine(path, name string) (string, error) {
 		_ = c.fs.SyncDir(d) // best effort: the move is done either way
 	}
 	return dst, nil
+}
+
+// verifyBlob is blobstore.Store.Verify with the hash loop checking ctx, so a
+// deep verify of large blobs stops promptly when cancelled.
+func (c *Cache) verifyBlob(ctx context.Context, d string) error {
+	f, err := c.blobs.Open(d)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return blobstore.VerifyReader(ctxReader{ctx, f}, d)
 }

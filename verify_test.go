@@ -41,7 +41,7 @@ func storeSmall(t *testing.T, c *kcache.Cache, key string, content []byte) *kcac
 
 func listKinds(t *testing.T, c *kcache.Cache) map[string]string {
 	t.Helper()
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestVerifyQuarantinesAndMarks(t *testing.T) {
 	flipped := damage(t, flip.ImagePath, func(b []byte) []byte { b[10] ^= 0xff; return b })
 	truncated := damage(t, trunc.ImagePath, func(b []byte) []byte { return b[:len(b)/2] })
 
-	rep, err := c.Verify(kcache.VerifyOptions{})
+	rep, err := c.Verify(context.Background(), kcache.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestVerifyQuarantinesAndMarks(t *testing.T) {
 	}
 
 	var calls, lastTotal int
-	rep, err = c.Verify(kcache.VerifyOptions{Deep: true, Progress: func(done, total int) { calls, lastTotal = done, total }})
+	rep, err = c.Verify(context.Background(), kcache.VerifyOptions{Deep: true, Progress: func(done, total int) { calls, lastTotal = done, total }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,19 +114,19 @@ func TestVerifyQuarantinesAndMarks(t *testing.T) {
 	if kinds := fmt.Sprint(listKinds(t, c)); kinds != "map[flip:blob_mismatch good:ok trunc:blob_mismatch]" {
 		t.Errorf("list after verify = %s", kinds)
 	}
-	if _, err := c.Lookup("flip"); !errors.Is(err, kcache.ErrCorruptEntry) || !strings.Contains(err.Error(), "blob_mismatch") {
+	if _, err := c.Lookup(context.Background(), "flip"); !errors.Is(err, kcache.ErrCorruptEntry) || !strings.Contains(err.Error(), "blob_mismatch") {
 		t.Errorf("Lookup(flip) = %v; want a corrupt entry (blob_mismatch)", err)
 	}
 
 	// Storing the key again writes a fresh record without the mark.
 	storeSmall(t, c, "flip", []byte(strings.Repeat("flip image ", 100)))
-	if _, err := c.Lookup("flip"); err != nil {
+	if _, err := c.Lookup(context.Background(), "flip"); err != nil {
 		t.Errorf("Lookup after storing again: %v", err)
 	}
-	if _, err := c.Verify(kcache.VerifyOptions{Keys: []string{"nope"}}); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := c.Verify(context.Background(), kcache.VerifyOptions{Keys: []string{"nope"}}); !errors.Is(err, kcache.ErrNotFound) {
 		t.Errorf("Verify of a missing key = %v; want ErrNotFound", err)
 	}
-	rep, err = c.Verify(kcache.VerifyOptions{Keys: []string{"good", "flip"}, Deep: true})
+	rep, err = c.Verify(context.Background(), kcache.VerifyOptions{Keys: []string{"good", "flip"}, Deep: true})
 	if err != nil || len(rep.Problems) != 0 || rep.Checked != 4 {
 		t.Errorf("Verify(good, flip) = %+v, %v; want 4 good blobs", rep, err)
 	}
@@ -140,7 +140,7 @@ func TestVerifyRewritesDamagedManifest(t *testing.T) {
 	path := c.BlobPath(e.Manifest.Digest)
 	orig, _ := os.ReadFile(path)
 	damage(t, path, func(b []byte) []byte { b[len(b)-1] ^= 1; return b })
-	rep, err := c.Verify(kcache.VerifyOptions{Deep: true})
+	rep, err := c.Verify(context.Background(), kcache.VerifyOptions{Deep: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestVerifyRewritesDamagedManifest(t *testing.T) {
 	if got, err := os.ReadFile(path); err != nil || string(got) != string(orig) {
 		t.Errorf("manifest not restored: %v", err)
 	}
-	if _, err := c.Lookup("k"); err != nil {
+	if _, err := c.Lookup(context.Background(), "k"); err != nil {
 		t.Errorf("entry unusable after a manifest repair: %v", err)
 	}
 }

@@ -96,8 +96,8 @@ func TestPutDeleteRefcounts(t *testing.T) {
 		_, err := tx.Put(record("c", "2026-01-04T00:00:00Z", 3), func(string) bool { return false })
 		return err
 	})
-	if !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("Put with a vanished blob = %v; want ErrNotExist", err)
+	if !errors.Is(err, index.ErrBlobVanished) {
+		t.Fatalf("Put with a vanished blob = %v; want ErrBlobVanished", err)
 	}
 	if err := db.View(func(tx *index.Tx) error {
 		if _, err := tx.Get("c"); !errors.Is(err, index.ErrNotFound) {

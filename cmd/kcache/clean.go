@@ -71,7 +71,7 @@ Exit 0 also when entries in use or pinned were skipped (they are reported).`,
 				return err
 			}
 			opt := kcache.CleanOptions{Keep: keep, CorruptOnly: corruptOnly, DryRun: true}
-			plan, err := c.Clean(opt)
+			plan, err := c.Clean(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}
@@ -110,7 +110,7 @@ Exit 0 also when entries in use or pinned were skipped (they are reported).`,
 			for _, le := range plan.Candidates {
 				opt.Only = append(opt.Only, le.Key)
 			}
-			rep, err := c.Clean(opt)
+			rep, err := c.Clean(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}

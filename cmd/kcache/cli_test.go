@@ -12,6 +12,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -801,7 +802,7 @@ func TestCLIRmInUse(t *testing.T) {
 	root := cliNewRoot(t)
 	cliStore(t, root, "held")
 	cliStore(t, root, "free")
-	l, err := mustOpen(root, nil).AcquireShared("held", 0)
+	l, err := mustOpen(root, nil).AcquireShared(context.Background(), "held", kcache.LockOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ kernel built without CONFIG_IKCONFIG is an error that says so.`,
 			if err != nil {
 				return err
 			}
-			config, err := c.KernelConfig(argv[0])
+			config, err := c.KernelConfig(cmd.Context(), argv[0])
 			if err != nil {
 				return err
 			}

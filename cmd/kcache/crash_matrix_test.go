@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -790,7 +791,7 @@ func TestCrashRandomKill(t *testing.T) {
 // blob files read back and hashed; corrupt entries fail the test.
 func libState(t *testing.T, c *kcache.Cache) map[string]crashEntry {
 	t.Helper()
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatalf("list: %v", err)
 	}
@@ -812,7 +813,7 @@ func libState(t *testing.T, c *kcache.Cache) map[string]crashEntry {
 
 func countCorrupt(t *testing.T, c *kcache.Cache) int {
 	t.Helper()
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(context.Background(), kcache.ListOptions{})
 	if err != nil {
 		t.Fatalf("list: %v", err)
 	}

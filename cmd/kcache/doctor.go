@@ -55,7 +55,7 @@ doctor changes nothing. Exit 0 when it ran (whatever it found), 1 on error.`,
 			if err != nil {
 				return err
 			}
-			rep, err := c.Doctor(opt)
+			rep, err := c.Doctor(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}

@@ -49,7 +49,7 @@ entry was in use, else 3 if one was not found.`,
 				return err
 			}
 			dir := argv[len(argv)-1]
-			rep, err := c.Export(argv[:len(argv)-1], all, dir)
+			rep, err := c.Export(cmd.Context(), kcache.ExportOptions{Keys: argv[:len(argv)-1], All: all, Dir: dir})
 			if err != nil {
 				return err
 			}

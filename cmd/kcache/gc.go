@@ -61,12 +61,8 @@ of 1000): 500M, 1.5GiB, 10G.`,
 			if grace < 0 {
 				return usageError{fmt.Errorf("--grace %s is negative", grace)}
 			}
-			if grace == 0 {
-				// The library reads a zero grace as "the default"; on the
-				// command line 0 means what it says: no grace at all.
-				grace = time.Nanosecond
-			}
-			opt := kcache.GCOptions{Grace: grace, DryRun: dry}
+			// On the command line 0 means what it says: no grace at all.
+			opt := kcache.GCOptions{Grace: grace, NoGrace: grace == 0, DryRun: dry}
 			if cmd.Flags().Changed("keep") {
 				opt.Keep = &keep
 			}
@@ -98,7 +94,7 @@ of 1000): 500M, 1.5GiB, 10G.`,
 			if err != nil {
 				return err
 			}
-			rep, err := c.GC(opt)
+			rep, err := c.GC(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}

@@ -33,7 +33,7 @@ tag entries (stale kconfig) or (untracked kconfig).`,
 			if err != nil {
 				return err
 			}
-			if err := c.SetKconfigHash(h); err != nil {
+			if err := c.SetKconfigHash(cmd.Context(), h); err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, h)
@@ -52,7 +52,7 @@ tag entries (stale kconfig) or (untracked kconfig).`,
 			if err != nil {
 				return err
 			}
-			h, err := c.KconfigHash()
+			h, err := c.KconfigHash(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -79,7 +79,7 @@ tag entries (stale kconfig) or (untracked kconfig).`,
 			if err != nil {
 				return err
 			}
-			return c.SetKconfigHash("")
+			return c.SetKconfigHash(cmd.Context(), "")
 		},
 	}
 	cmd.AddCommand(set, show, clear)

@@ -49,7 +49,7 @@ kconfig status is shown.`,
 			if asJSON {
 				// Streamed: each entry is written as it is read.
 				var w *listJSONWriter
-				_, err := c.ListEach(opt, func(current string) error {
+				_, err := c.ListEach(cmd.Context(), opt, func(current string) error {
 					w = newListJSONWriter(a.stdout, c.Root(), current)
 					return nil
 				}, func(le kcache.Listed) error { return w.add(le) })
@@ -59,7 +59,7 @@ kconfig status is shown.`,
 				return w.finish()
 			}
 			l := &kcache.Listing{Root: c.Root()}
-			l.CurrentKconfigHash, err = c.ListEach(opt, nil, func(le kcache.Listed) error {
+			l.CurrentKconfigHash, err = c.ListEach(cmd.Context(), opt, nil, func(le kcache.Listed) error {
 				l.Entries = append(l.Entries, le)
 				return nil
 			})

@@ -34,7 +34,7 @@ command line, as /proc/locks reports them.`,
 			if err != nil {
 				return err
 			}
-			held, idx, err := c.HeldLocks()
+			held, idx, err := c.HeldLocks(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -46,11 +46,11 @@ Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 			var e *kcache.Entry
 			switch {
 			case buildID != "":
-				e, err = c.LookupBuildID(buildID)
+				e, err = c.LookupBuildID(cmd.Context(), buildID)
 			case cmd.Flags().Changed("remote"):
 				e, err = lookupRemote(cmd.Context(), a, c, &rf, argv[0])
 			default:
-				e, err = c.Lookup(argv[0])
+				e, err = c.Lookup(cmd.Context(), argv[0])
 			}
 			var ec *exitCodeError
 			if errors.As(err, &ec) { // the helper answered (and printed)
@@ -60,7 +60,7 @@ Exits 3 when KEY is not cached, 1 when its entry is corrupt (with --json,
 				return reportEntryErr(a, asJSON, err)
 			}
 			if asJSON {
-				h, err := c.KconfigHash()
+				h, err := c.KconfigHash(cmd.Context())
 				if err != nil {
 					return err
 				}

@@ -167,7 +167,7 @@ func completeKeys(a *app) func(*cobra.Command, []string, string) ([]string, cobr
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		keys, err := c.Keys()
+		keys, err := c.Keys(cmd.Context())
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

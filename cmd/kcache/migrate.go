@@ -63,7 +63,7 @@ holds the error, null on success), then the error on stderr.`,
 					}
 				}
 			}
-			r, err := c.Migrate(opt)
+			r, err := c.Migrate(cmd.Context(), opt)
 			// What was done is printed even when an error stopped the
 			// migration midway: entries already imported (and removed
 			// from the source) must not go unreported. The error follows

@@ -18,7 +18,7 @@ func newPinCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.Pin(argv[0], reason); err != nil {
+			if err := c.Pin(cmd.Context(), argv[0], reason); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "pinned %s\n", argv[0])
@@ -40,7 +40,7 @@ func newUnpinCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			had, err := c.Unpin(argv[0])
+			had, err := c.Unpin(cmd.Context(), argv[0])
 			if err != nil {
 				return err
 			}

@@ -225,7 +225,7 @@ Every KEY is tried; the exit code is the worst failure (3: KEY is not cached).
 				return err
 			}
 			if all {
-				if keys, err = c.Keys(); err != nil {
+				if keys, err = c.Keys(cmd.Context()); err != nil {
 					return err
 				}
 			}
@@ -391,10 +391,10 @@ func lookupRemote(ctx context.Context, a *app, c *kcache.Cache, rf *remoteFlags,
 	r, err := rf.open()
 	switch {
 	case errors.Is(err, errNeedHelper):
-		if _, derr := c.Describe(key); errors.Is(derr, kcache.ErrNotFound) {
+		if _, derr := c.Describe(ctx, key); errors.Is(derr, kcache.ErrNotFound) {
 			return nil, a.delegate()
 		}
-		return c.Lookup(key)
+		return c.Lookup(ctx, key)
 	case err != nil:
 		return nil, err
 	}

@@ -40,7 +40,7 @@ else 3 if one was not found.`,
 			code := exitOK
 			for _, key := range keys {
 				r := rmResult{Key: key}
-				err := c.Remove(key, kcache.RemoveOptions{Force: force})
+				err := c.Remove(cmd.Context(), key, kcache.RemoveOptions{Force: force})
 				r.Removed = err == nil
 				if err != nil {
 					var c int

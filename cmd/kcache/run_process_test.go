@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,7 +43,7 @@ func rpStore(t *testing.T, root, key, image string) *kcache.Entry {
 	if _, stderr, code := runIn(t, root, "store", key, "--image", image, "--vmlinux", rpSample.vmlinux); code != 0 {
 		t.Fatalf("store %s: exit %d\n%s", key, code, stderr)
 	}
-	e, err := mustOpen(root, &kcache.Options{}).Lookup(key)
+	e, err := mustOpen(root, &kcache.Options{}).Lookup(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +288,7 @@ func TestRunProcessHoldsEntryAgainstRmAndStore(t *testing.T) {
 	if store.exited() {
 		t.Fatalf("store finished while run held the entry: %v\n%s", store.err, store.stderr.String())
 	}
-	if e, err := c.Lookup(key); err != nil || e.Manifest.Digest != old.Manifest.Digest {
+	if e, err := c.Lookup(context.Background(), key); err != nil || e.Manifest.Digest != old.Manifest.Digest {
 		t.Fatalf("the entry changed while run held it (err %v)", err)
 	}
 
@@ -300,7 +301,7 @@ func TestRunProcessHoldsEntryAgainstRmAndStore(t *testing.T) {
 	if code := store.wait(t); code != 0 {
 		t.Fatalf("store after run ended: exit %d\n%s", code, store.stderr.String())
 	}
-	e, err := c.Lookup(key)
+	e, err := c.Lookup(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -65,7 +66,7 @@ func TestSafetyRunKilledKeepsLock(t *testing.T) {
 	if want := fmt.Sprintf("pid %d took", run.pid()); !strings.Contains(stderr, want) {
 		t.Errorf("rm: stderr does not say which process took the lock (%q):\n%s", want, stderr)
 	}
-	if _, err := c.Describe(key); err != nil {
+	if _, err := c.Describe(context.Background(), key); err != nil {
 		t.Fatalf("the entry is gone although rm said it is in use: %v", err)
 	}
 
@@ -79,7 +80,7 @@ func TestSafetyRunKilledKeepsLock(t *testing.T) {
 	if _, stderr, code := rpRun(t, root, "rm", key); code != 0 {
 		t.Fatalf("rm after the command died: exit %d\n%s", code, stderr)
 	}
-	if _, err := c.Describe(key); !errors.Is(err, kcache.ErrNotFound) {
+	if _, err := c.Describe(context.Background(), key); !errors.Is(err, kcache.ErrNotFound) {
 		t.Errorf("after rm: %v, want not found", err)
 	}
 }

@@ -25,11 +25,11 @@ and exits 1.`,
 			if err != nil {
 				return err
 			}
-			e, err := c.Describe(argv[0])
+			e, err := c.Describe(cmd.Context(), argv[0])
 			if err != nil {
 				return reportEntryErr(a, asJSON, err)
 			}
-			current, err := c.KconfigHash()
+			current, err := c.KconfigHash(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -182,7 +183,7 @@ func soakRead(root string, lookupJSON []byte) (kind string, code int, msg string
 		data, err := os.ReadFile(b.path)
 		if errors.Is(err, os.ErrNotExist) {
 			// Replaced or removed since the lookup?
-			cur, lerr := mustOpen(root, &kcache.Options{ReadOnly: true}).Describe(ent.Key)
+			cur, lerr := mustOpen(root, &kcache.Options{ReadOnly: true}).Describe(context.Background(), ent.Key)
 			if lerr != nil || cur.ImagePath != ent.ImagePath || cur.VmlinuxPath != *ent.VmlinuxPath {
 				return "read", exitNotFound, ""
 			}

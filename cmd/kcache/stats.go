@@ -27,7 +27,7 @@ stats writes nothing; a missing cache shows as empty.`,
 			if err != nil {
 				return err
 			}
-			r, err := c.Stats()
+			r, err := c.Stats(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -168,7 +168,7 @@ failed or the input could not be read.`,
 				return err
 			}
 			if asJSON {
-				current, _ := c.KconfigHash() // the entry is stored; a failed read only loses kconfig_status
+				current, _ := c.KconfigHash(cmd.Context()) // the entry is stored; a failed read only loses kconfig_status
 				return writeJSON(a.stdout, toEntryJSON(e, current))
 			}
 			printStored(a.stdout, e)
@@ -257,7 +257,7 @@ func storeBatch(cmd *cobra.Command, a *app, defaults storeSpec, jsonLines, asJSO
 			continue
 		}
 		if asJSON {
-			current, _ := c.KconfigHash() // the entry is stored; a failed read only loses kconfig_status
+			current, _ := c.KconfigHash(cmd.Context()) // the entry is stored; a failed read only loses kconfig_status
 			ej := toEntryJSON(e, current)
 			if werr := enc.Encode(batchResult{Line: n, Key: e.Key, OK: true, Entry: &ej}); werr != nil {
 				return werr

@@ -39,7 +39,7 @@ entry. --json prints {"checked", "deep", "problems": [{"key", "role",
 			if bar != nil {
 				opt.Progress = bar.update
 			}
-			rep, err := c.Verify(opt)
+			rep, err := c.Verify(cmd.Context(), opt)
 			bar.done()
 			if err != nil {
 				return err

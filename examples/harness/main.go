@@ -76,12 +76,12 @@ func run() error {
 		return err
 	}
 
-	l, err := c.List(kcache.ListOptions{})
+	l, err := c.List(ctx, kcache.ListOptions{})
 	if err != nil {
 		return err
 	}
 	fmt.Printf("cache %s holds %d entries\n", l.Root, len(l.Entries))
-	rep, err := c.GC(kcache.GCOptions{Keep: keep})
+	rep, err := c.GC(ctx, kcache.GCOptions{Keep: keep})
 	if err != nil {
 		return err
 	}
