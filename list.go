@@ -362,13 +362,18 @@ func newListPipeline(n int, ents []index.RawEntry, listed func(string, *index.Re
 		return p
 	}
 	p.workers = runtime.GOMAXPROCS(0)
-	p.work = make(chan *listBatchBuf, 2*p.workers)
+	work := make(chan *listBatchBuf, 2*p.workers)
+	p.work = work
 	for range p.workers {
 		p.wg.Add(1)
+		// The worker ranges over its own copy of the channel: stop sets
+		// p.work to nil after closing it, and a worker first scheduled
+		// after that would otherwise range over nil and block forever
+		// (stop's Wait then hung the listing).
 		go func() {
 			defer p.wg.Done()
 			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-			for b := range p.work {
+			for b := range work {
 				b.err = p.processSafe(b.items)
 				close(b.done)
 			}
